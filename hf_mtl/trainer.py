@@ -1,0 +1,311 @@
+"""`MultiTaskTrainer`: the Hugging Face `Trainer`, stepping task by task with a weighting strategy.
+
+What it overrides, and why:
+
+* `get_train_dataloader`: one micro-batch holds a batch of every task, identical task order on every
+  rank (`hf_mtl.sampling`).
+* `training_step`: the Trainer calls it once per micro-batch; the step's micro-batches are gathered
+  and the whole step runs at the last one (inside the Trainer's gradient-sync context) through
+  `TaskByTaskStep`, tasks outer and micro-batches inner, so gradient accumulation gives the update
+  of one large batch for every strategy.
+* `evaluate`: per-task GLUE metrics as `eval_<task>_<metric>` plus `eval_glue_score`.
+* `log`: adds `loss_<task>` and `weight_<task>` (means since the last log) to the training logs, so
+  every `report_to` backend and `trainer_state.json` get them. `loss` itself is the plain mean of
+  the task losses, comparable across strategies.
+* `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
+  next to each checkpoint as `weighting_state.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
+
+from .data import label_statistics
+from .engine import StepResult, TaskByTaskStep
+from .metrics import compute_task_metrics, glue_score, task_score
+from .sampling import MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset, TaskCollator
+from .tasks import TaskSpec, parse_tasks
+from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, get_weighting_class
+
+WEIGHTING_STATE_FILE = "weighting_state.json"
+
+
+def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
+    """`"sst2=1,stsb=0.5"` -> `{"sst2": 1.0, "stsb": 0.5}`."""
+    if value is None or isinstance(value, Mapping):
+        return dict(value) if value is not None else None
+    weights: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        name, sep, number = item.partition("=")
+        try:
+            weights[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(
+                f"--task_weights: cannot read {item!r} in {value!r}; write task=weight pairs, e.g. sst2=1,stsb=0.5."
+            ) from None
+    return weights
+
+
+@dataclass
+class MultiTaskTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus the multi-task settings."""
+
+    tasks: str | None = field(
+        default=None,
+        metadata={"help": "Comma-separated task names, e.g. sst2,mrpc,stsb (GLUE: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."},
+    )
+    weighting: str = field(
+        default="equal",
+        metadata={"help": "How task losses are combined; `hf-mtl weightings` lists the strategies: " + ", ".join(WEIGHTINGS)},
+    )
+    gamma: float = field(
+        default=0.5,
+        metadata={"help": "Exponent of the `power` weighting: 1 = arithmetic mean, 0 = geometric, +inf = max, -inf = min."},
+    )
+    task_weights: str | None = field(
+        default=None, metadata={"help": "Weights for `static`, e.g. sst2=1,mrpc=1,stsb=0.5."}
+    )
+    logging_steps: float = field(
+        default=10,
+        metadata={"help": "Log every N optimizer steps (per-task losses and weights included); default 10, not 500."},
+    )
+    init_estimate_batches: int = field(
+        default=0,
+        metadata={
+            "help": "For `init`: 0 takes the theoretical initial loss (log C for C classes, E[y^2] for regression); "
+            "N > 0 measures the mean loss of the first N batches before any update."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        get_weighting_class(self.weighting)
+        if not math.isfinite(self.gamma):
+            raise ValueError(f"--gamma {self.gamma} is not finite; pass a finite exponent, e.g. --gamma 0.5.")
+        if self.init_estimate_batches < 0:
+            raise ValueError(f"--init_estimate_batches {self.init_estimate_batches} must be >= 0 (0 = theoretical).")
+        parse_task_weights(self.task_weights)
+
+    def weighting_options(self) -> WeightingOptions:
+        return WeightingOptions(
+            gamma=self.gamma,
+            task_weights=parse_task_weights(self.task_weights),
+            init_losses="estimated" if self.init_estimate_batches > 0 else "theoretical",
+        )
+
+
+class _WeightingStateCallback(TrainerCallback):
+    """Writes the weighting's state next to every checkpoint (JSON, rank 0; identical on all ranks)."""
+
+    def __init__(self, weighting: Weighting) -> None:
+        self.weighting = weighting
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, WEIGHTING_STATE_FILE), "w") as f:
+                json.dump({"name": self.weighting.name, "state": self.weighting.state_dict()}, f, indent=2)
+
+
+class MultiTaskTrainer(Trainer):
+    """A `Trainer` for `MultiTaskModel` (see the module docstring for what changes).
+
+    Args:
+        model: a `MultiTaskModel`.
+        args: `MultiTaskTrainingArguments`.
+        train_dataset: task name -> tokenised training `Dataset` (columns `input_ids`, `attention_mask`,
+            optionally `token_type_ids`, `labels`, `task`), as `hf_mtl.data.tokenize_splits` makes them.
+        eval_dataset: evaluation key -> tokenised `Dataset`; keys are `TaskSpec.eval_keys()` values
+            (`mrpc`, `mnli_matched`, ...).
+        tasks: the task specs; by default rebuilt from `model.config.tasks` (GLUE metrics for GLUE names).
+        weighting: a ready strategy; by default built from `args.weighting` and the training labels' statistics.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: MultiTaskTrainingArguments | None = None,
+        train_dataset: Mapping[str, Any] | None = None,
+        eval_dataset: Mapping[str, Any] | None = None,
+        processing_class: Any = None,
+        tasks: Sequence[TaskSpec] | None = None,
+        weighting: Weighting | None = None,
+        data_collator: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if args is None:
+            args = MultiTaskTrainingArguments(output_dir="hf_mtl_output")
+        self.tasks = list(tasks) if tasks is not None else model.config.task_specs
+        names = [t.name for t in self.tasks]
+        if args.tasks:
+            wanted = [t.name for t in parse_tasks(args.tasks)]
+            if wanted != names:
+                raise ValueError(f"--tasks {args.tasks} does not match the model's tasks {names}; train a model built for these tasks.")
+        self._eval_specs = {key: t for t in self.tasks for key in t.eval_keys().values()}
+        multitask_train = None
+        if train_dataset is not None:
+            missing = [n for n in names if n not in train_dataset]
+            if missing:
+                raise ValueError(f"train_dataset: no training data for task(s) {missing}; it has {list(train_dataset)}.")
+            multitask_train = MultiTaskDataset([train_dataset[n] for n in names], names)
+        if eval_dataset is not None:
+            unknown = [k for k in eval_dataset if k not in self._eval_specs]
+            if unknown:
+                raise ValueError(
+                    f"eval_dataset: keys {unknown} match no task split; expected some of {list(self._eval_specs)}."
+                )
+        if data_collator is None and processing_class is not None:
+            data_collator = TaskCollator(processing_class)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=multitask_train,
+            eval_dataset=dict(eval_dataset) if eval_dataset is not None else None,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if weighting is None:
+            stats = (
+                {n: label_statistics(ds, spec) for n, ds, spec in zip(names, multitask_train.datasets, self.tasks)}
+                if multitask_train is not None
+                else {}
+            )
+            weighting = build_weighting(args.weighting, self.tasks, stats, args.weighting_options())
+        self.weighting = weighting
+        self.step_engine = TaskByTaskStep(weighting, names, self.accelerator)
+        self.add_callback(_WeightingStateCallback(weighting))
+        self.model.config.weighting = {"name": weighting.name, **weighting.hparams()}
+        self._pending_micro_batches: list[dict[str, dict[str, Any]]] = []
+        self._task_logs: dict[str, list[float]] = {}
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def get_train_dataloader(self) -> DataLoader:
+        if self.train_dataset is None:
+            raise ValueError("MultiTaskTrainer: training requires a train_dataset.")
+        sampler = MultiTaskBatchSampler(
+            self.train_dataset.sizes,
+            self._train_batch_size,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            batches_per_step=self.args.world_size * self.args.gradient_accumulation_steps,
+        )
+        loader = DataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=MultiTaskCollator(self.data_collator),
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+            persistent_workers=self.args.dataloader_persistent_workers and self.args.dataloader_num_workers > 0,
+        )
+        return self.accelerator.prepare(loader)
+
+    # ---- training -----------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if isinstance(checkpoint, str):
+            path = os.path.join(checkpoint, WEIGHTING_STATE_FILE)
+            if os.path.exists(path):
+                with open(path) as f:
+                    saved = json.load(f)
+                if saved["name"] != self.weighting.name:
+                    raise ValueError(
+                        f"resume_from_checkpoint: {checkpoint} was trained with --weighting {saved['name']}, "
+                        f"not {self.weighting.name}; resume with the same weighting."
+                    )
+                self.weighting.load_state_dict(saved["state"])
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
+        self._pending_micro_batches.append(self._prepare_inputs(inputs))
+        if len(self._pending_micro_batches) < self.current_gradient_accumulation_steps:
+            return torch.zeros((), device=self.args.device)
+        micro_batches, self._pending_micro_batches = self._pending_micro_batches, []
+        if self.weighting.needs_initial_losses:
+            self.weighting.set_initial_losses(self._estimate_initial_losses(model))
+        model.train()
+        with self.compute_loss_context_manager():
+            result = self.step_engine(model, micro_batches, step=self.state.global_step)
+        self._record(result)
+        return torch.tensor(result.mean_loss, device=self.args.device)
+
+    def _record(self, result: StepResult) -> None:
+        for name, loss, weight in zip(self.step_engine.task_names, result.losses, result.weights):
+            self._task_logs.setdefault(f"loss_{name}", []).append(loss)
+            self._task_logs.setdefault(f"weight_{name}", []).append(weight)
+
+    @torch.no_grad()
+    def _estimate_initial_losses(self, model: torch.nn.Module) -> list[float]:
+        """Mean loss of each task over the first `init_estimate_batches` batches, before any update (eval mode)."""
+        model.eval()
+        names = self.step_engine.task_names
+        sums = torch.zeros(2, len(names), dtype=torch.float64, device=self.args.device)
+        loader = self.get_train_dataloader()
+        for b, batch in enumerate(loader):
+            if b >= self.args.init_estimate_batches:
+                break
+            batch = self._prepare_inputs(batch)
+            for i, name in enumerate(names):
+                n = len(batch[name]["labels"])
+                sums[0, i] += model(**batch[name]).loss.double() * n
+                sums[1, i] += n
+        self.step_engine._all_reduce_sum([sums])
+        return (sums[0] / sums[1]).tolist()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._task_logs:
+            logs.update({k: sum(v) / len(v) for k, v in self._task_logs.items()})
+            self._task_logs = {}
+        super().log(logs, start_time)
+
+    # ---- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(
+        self,
+        eval_dataset: Mapping[str, Any] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Evaluate every task split; returns `<prefix>_<key>_<metric>` for each and `<prefix>_glue_score`."""
+        eval_sets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if not isinstance(eval_sets, Mapping) or not eval_sets:
+            raise ValueError("MultiTaskTrainer.evaluate: pass eval_dataset as a non-empty {eval key: Dataset} mapping.")
+        metrics: dict[str, float] = {}
+        split_scores: dict[str, list[float]] = {}
+        user_metrics = self.compute_metrics
+        try:
+            for key, dataset in eval_sets.items():
+                spec = self._eval_specs[key]
+                computed: dict[str, float] = {}
+                self.compute_metrics = partial(_metrics_for_task, spec, computed)
+                metrics.update(super().evaluate(dataset, ignore_keys, f"{metric_key_prefix}_{key}"))
+                split_scores.setdefault(spec.name, []).append(task_score(computed))
+        finally:
+            self.compute_metrics = user_metrics
+        score = glue_score({task: sum(s) / len(s) for task, s in split_scores.items()})
+        metrics[f"{metric_key_prefix}_glue_score"] = score
+        self.log({f"{metric_key_prefix}_glue_score": score})
+        return metrics
+
+
+def _metrics_for_task(spec: TaskSpec, sink: dict[str, float], prediction: EvalPrediction) -> dict[str, float]:
+    """`compute_metrics` for one task's split; also keeps the values in `sink` for the GLUE score."""
+    sink.update(compute_task_metrics(spec, prediction.predictions, prediction.label_ids))
+    return dict(sink)

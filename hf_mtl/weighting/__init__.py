@@ -1,0 +1,37 @@
+"""How the task losses are balanced: the registry and one module per strategy.
+
+`--weighting NAME` picks a class from `WEIGHTINGS`; `build_weighting` instantiates it. Importing this
+package registers every strategy below (in this order, which `hf-mtl weightings` lists).
+"""
+
+from .base import Weighting, WeightingOptions
+from .registry import WEIGHTINGS, build_weighting, describe_weightings, get_weighting_class, register
+
+# Strategy modules register themselves on import; the order here is the registry order, so keep
+# import sorters away from it.
+# isort: off
+from .equal import EqualWeighting
+from .static import StaticWeighting
+from .init import InitWeighting
+from .prior import PriorWeighting
+from .realtime import RealtimeWeighting
+from .geometric import GeometricWeighting
+from .power import PowerWeighting
+# isort: on
+
+__all__ = [
+    "WEIGHTINGS",
+    "EqualWeighting",
+    "GeometricWeighting",
+    "InitWeighting",
+    "PowerWeighting",
+    "PriorWeighting",
+    "RealtimeWeighting",
+    "StaticWeighting",
+    "Weighting",
+    "WeightingOptions",
+    "build_weighting",
+    "describe_weightings",
+    "get_weighting_class",
+    "register",
+]

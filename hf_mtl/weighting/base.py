@@ -1,0 +1,160 @@
+"""The contract every weighting strategy keeps.
+
+A loss-level strategy combines the K task losses L_1..L_K (each a scalar mean over its batch) into one
+objective F(L_1, ..., L_K). The trainer never builds F as one graph: it runs the tasks one after
+another (only one task's activations alive at a time) and needs the gradient in the factored form
+
+    dF/dθ = c(L) · Σ_i h_i(L_i) · dL_i/dθ
+
+where the per-task factor h_i(L_i) is known right after task i's forward pass and the common factor
+c(L) only once all K losses are known. Strategies return both factors as natural logarithms so that
+extreme values (power means with |γ| = 200, losses of 1e-8 next to 1e8) stay finite: the trainer
+rescales its running gradient sum online, like a streaming log-sum-exp. The effective weight of task
+i, dF/dL_i = c(L) · h_i(L_i), is what gets logged as `weight_<task>`.
+
+Losses that a log or a division needs positive are clamped at `loss_epsilon` (default 1e-8, counted
+in `num_clamped`), and a negative loss under such a strategy is an error: log and ratio strategies
+have no meaning for it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+
+from ..data import LabelStatistics
+from ..tasks import TaskSpec
+
+
+@dataclass
+class WeightingOptions:
+    """Hyperparameters a strategy may read; each strategy documents the ones it uses.
+
+    Args:
+        gamma: exponent of the `power` mean (1 = arithmetic, 0 = geometric, +inf = max, -inf = min).
+        task_weights: `static` weights, by task name.
+        init_losses: where `init` takes L_i(init) from: `"theoretical"` (the loss of an uninformed
+            model: log C for C classes, E[y²] for regression) or `"estimated"` (the mean loss of the
+            first `init_estimate_batches` batches, measured before any update).
+        loss_epsilon: losses below it are clamped to it before a log or a division.
+    """
+
+    gamma: float = 0.5
+    task_weights: Mapping[str, float] | None = None
+    init_losses: Literal["theoretical", "estimated"] = "theoretical"
+    loss_epsilon: float = 1e-8
+
+    def __post_init__(self) -> None:
+        # With epsilon <= 0 a zero loss would pass the clamp and fail later as a bare "math domain error".
+        if not (math.isfinite(self.loss_epsilon) and self.loss_epsilon > 0):
+            raise ValueError(
+                f"WeightingOptions: loss_epsilon={self.loss_epsilon!r} must be a small positive number (default 1e-8): "
+                "log-based weightings clamp losses to it before a log or a division."
+            )
+
+
+class Weighting:
+    """Base class of loss-level strategies (see the module docstring for the factored gradient).
+
+    Subclasses set `name`, `description` (one line, shown by `hf-mtl weightings`), `log_based` (True
+    when the strategy needs positive losses) and implement `task_log_factor`, `common_log_factor`
+    and `objective`. Any state that changes during training lives in attributes listed by
+    `state_dict()` so that checkpoints restore it.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    level: ClassVar[Literal["loss", "gradient"]] = "loss"
+    log_based: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        label_stats: Mapping[str, LabelStatistics] | None = None,
+        options: WeightingOptions | None = None,
+    ) -> None:
+        self.tasks = list(tasks)
+        self.task_names = [t.name for t in self.tasks]
+        self.label_stats = dict(label_stats or {})
+        self.options = options or WeightingOptions()
+        self.num_clamped = 0
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def needs_initial_losses(self) -> bool:
+        """True when the trainer must measure the mean loss of the first batches before training
+        (`init` with `init_losses="estimated"`) and hand it to `set_initial_losses`."""
+        return False
+
+    def set_initial_losses(self, losses: Sequence[float]) -> None:
+        raise NotImplementedError(f"weighting {self.name!r} does not use initial losses")
+
+    def check_loss(self, i: int, loss: float) -> float:
+        """Validate task i's loss value and return the value the factors may use (clamped if needed)."""
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"weighting {self.name!r}: task {self.task_names[i]!r} has a non-finite loss {loss}; "
+                "lower the learning rate or check that task's labels."
+            )
+        if not self.log_based:
+            return loss
+        if loss < 0:
+            raise ValueError(
+                f"weighting {self.name!r}: task {self.task_names[i]!r} has a negative loss {loss:.6g}, but this "
+                "strategy takes logs or ratios of losses and needs them positive. Use a non-negative loss "
+                "(cross-entropy, squared error) or a weighting that is not log-based (equal, static)."
+            )
+        if loss < self.options.loss_epsilon:
+            self.num_clamped += 1
+            return self.options.loss_epsilon
+        return loss
+
+    # The factored gradient --------------------------------------------------------------------
+
+    def task_log_factor(self, i: int, loss: float) -> float:
+        """log h_i(L_i): task i's own factor, from its (checked) loss alone."""
+        raise NotImplementedError
+
+    def common_log_factor(self, losses: Sequence[float]) -> float:
+        """log c(L): the factor shared by all tasks, once all K (checked) losses are known."""
+        return 0.0
+
+    def objective(self, losses: torch.Tensor) -> torch.Tensor:
+        """F(L) as a differentiable function of the K losses (a 1-D tensor). Its gradient with
+        respect to `losses` equals `weights(losses)`; the property tests hold every strategy to it."""
+        raise NotImplementedError
+
+    def log_weights(self, losses: Sequence[float]) -> np.ndarray:
+        """log dF/dL_i for every task (float64), from already checked losses."""
+        common = self.common_log_factor(losses)
+        return np.array([self.task_log_factor(i, float(loss)) + common for i, loss in enumerate(losses)])
+
+    def weights(self, losses: Sequence[float]) -> np.ndarray:
+        """Effective weights dF/dL_i (what `weight_<task>` logs)."""
+        checked = [self.check_loss(i, float(loss)) for i, loss in enumerate(losses)]
+        return np.exp(self.log_weights(checked))
+
+    # Checkpointed state -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state saved with every Trainer checkpoint."""
+        return {"num_clamped": self.num_clamped}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.num_clamped = int(state.get("num_clamped", 0))
+
+    def hparams(self) -> dict[str, Any]:
+        """The hyperparameters this strategy uses (saved in the model config and model card)."""
+        return {}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+        return f"{type(self).__name__}({params})"

@@ -1,0 +1,90 @@
+"""`init`: divide each task loss by its loss at initialisation.
+
+    F = Σ_i L_i / L_i(init),    dF/dL_i = 1/L_i(init)    (log h_i = −log L_i(init), log c = 0)
+
+Su, "Chatting about Multi-Task Learning (I): In the Name of Loss" (2022, https://kexue.fm/archives/8870),
+section "Initial State": the reciprocal of the initial loss makes each task's loss dimensionless.
+L_i(init) is either
+
+- theoretical (`init_losses="theoretical"`, default): the loss of an uninformed model. A freshly
+  initialised head outputs ~0 logits, i.e. the uniform distribution, so C-class cross-entropy starts
+  at log C; a regression head outputs ~0, so squared error starts at E[y²] of the training labels; or
+- estimated (`init_losses="estimated"`): the mean loss of the first batches, measured by the trainer
+  before any update and handed to `set_initial_losses`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..data import LabelStatistics
+from ..tasks import TaskSpec
+from .base import WeightingOptions
+from .ratio import ReferenceLossWeighting
+from .registry import register
+
+_MODES = ("theoretical", "estimated")
+
+
+@register
+class InitWeighting(ReferenceLossWeighting):
+    """F = Σ_i L_i / L_i(init). State: the initial losses (checkpointed; once restored, a resumed run does
+    not measure them again)."""
+
+    name = "init"
+    description = "each loss over its initial loss, Σ L_i / L_i(init) (theoretical log C and E[y²], or measured)"
+    missing_reference_hint = (
+        "With init_losses='estimated' the trainer measures them (the mean loss of the first "
+        "--init_estimate_batches batches, before any update) and calls set_initial_losses(...); "
+        "check needs_initial_losses before training."
+    )
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        label_stats: Mapping[str, LabelStatistics] | None = None,
+        options: WeightingOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, label_stats, options)
+        self.mode = self.options.init_losses
+        if self.mode not in _MODES:
+            raise ValueError(
+                f"weighting {self.name!r}: init_losses={self.mode!r} is not supported; use one of {', '.join(_MODES)} "
+                "(--init_losses theoretical)."
+            )
+        if self.mode == "theoretical":
+            self.reference_losses = self.checked_references(
+                [self._theoretical(task) for task in self.tasks],
+                [f"a theoretical initial loss ({self._theoretical_source(task)})" for task in self.tasks],
+                "Its training labels are all 0 (E[y²] = 0); use --init_losses estimated or another weighting.",
+            )
+
+    @staticmethod
+    def _theoretical_source(task: TaskSpec) -> str:
+        return "log C" if task.kind == "classification" else "E[y²] of the training labels"
+
+    def _theoretical(self, task: TaskSpec) -> float:
+        if task.kind == "classification":
+            return math.log(task.num_labels)
+        return float(self.label_stat(task, "mean_square"))
+
+    @property
+    def needs_initial_losses(self) -> bool:
+        return self.mode == "estimated" and self.reference_losses is None
+
+    def set_initial_losses(self, losses: Sequence[float]) -> None:
+        """Use `losses` (task order: the mean loss of each task's first batches) as L_i(init)."""
+        if self.mode != "estimated":
+            raise ValueError(
+                f"weighting {self.name!r}: init_losses={self.mode!r} computes the initial losses itself; "
+                "pass --init_losses estimated to use measured ones."
+            )
+        self.reference_losses = self.checked_references(
+            losses, ["a measured initial loss"] * self.num_tasks,
+            "Its loss before training is already 0 or broken; check its labels, or use --init_losses theoretical.",
+        )
+
+    def hparams(self) -> dict[str, Any]:
+        return {"init_losses": self.mode, "initial_losses": self.reference_dict()}

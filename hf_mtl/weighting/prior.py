@@ -1,0 +1,69 @@
+"""`prior`: divide each task loss by the loss of a model that learned only the label distribution.
+
+    F = Σ_i L_i / L_i(prior),    dF/dL_i = 1/L_i(prior)    (log h_i = −log L_i(prior), log c = 0)
+
+    classification: L(prior) = −Σ_c p_c log p_c   (entropy of the training label frequencies, 0·log 0 = 0)
+    regression:     L(prior) = E[(y − μ)²]         (variance of the training labels)
+
+Su, "Chatting about Multi-Task Learning (I): In the Name of Loss" (2022, https://kexue.fm/archives/8870),
+section "Prior State": predicting the label prior (class frequencies, or the mean target) is what a
+model scores knowing nothing about the input, so L(prior) measures how hard the task is to begin with.
+
+A task with a prior loss of 0 (one class only, or constant targets) has nothing to divide by: such a
+task is rejected with a ValueError; drop it or pick another strategy (`init`, `realtime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data import LabelStatistics
+from ..tasks import TaskSpec
+from .base import WeightingOptions
+from .ratio import ReferenceLossWeighting
+from .registry import register
+
+
+def entropy(frequencies: np.ndarray) -> float:
+    """−Σ p log p in nats, with 0·log 0 = 0."""
+    p = np.asarray(frequencies, dtype=np.float64)
+    return float(np.sum(p * np.log(1 / np.where(p > 0, p, 1.0))))  # p log(1/p): a certain class gives +0, not −0
+
+
+@register
+class PriorWeighting(ReferenceLossWeighting):
+    """F = Σ_i L_i / L_i(prior), L(prior) from the training label statistics. Fixed once built: the prior
+    losses are computed before training (and kept in the checkpoint)."""
+
+    name = "prior"
+    description = "each loss over the loss of the label prior, Σ L_i / L_i(prior) (label entropy or variance)"
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        label_stats: Mapping[str, LabelStatistics] | None = None,
+        options: WeightingOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, label_stats, options)
+        self.reference_losses = self.checked_references(
+            [self._prior_loss(task) for task in self.tasks],
+            [
+                "a prior loss (entropy of its training label frequencies)" if task.kind == "classification"
+                else "a prior loss (variance of its training labels)"
+                for task in self.tasks
+            ],
+            "Its training labels are all the same (or it has none), so the ratio L/L(prior) is undefined; "
+            "drop that task or use another weighting (--weighting init or realtime).",
+        )
+
+    def _prior_loss(self, task: TaskSpec) -> float:
+        if task.kind == "classification":
+            counts = np.asarray(self.label_stat(task, "class_counts"), dtype=np.float64)
+            return entropy(counts / counts.sum()) if counts.sum() > 0 else float("nan")
+        return float(self.label_stat(task, "variance"))
+
+    def hparams(self) -> dict[str, Any]:
+        return {"prior_losses": self.reference_dict()}

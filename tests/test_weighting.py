@@ -1,0 +1,512 @@
+"""Loss-level weighting strategies: declared properties for every registered strategy, exact values on
+one fixed input, the scale invariances, and every error path.
+
+A new strategy plugs into the property tests through `STRATEGY_OPTIONS` (only if it needs options;
+label statistics and measured initial losses are always supplied) and must pin its exact values in
+`EXACT_CASES`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pytest
+import torch
+
+from hf_mtl.data import LabelStatistics
+from hf_mtl.tasks import GLUE_TASKS, TaskSpec
+from hf_mtl.weighting import (
+    WEIGHTINGS,
+    Weighting,
+    WeightingOptions,
+    build_weighting,
+    describe_weightings,
+    get_weighting_class,
+    register,
+)
+
+SST2, MNLI, STSB = GLUE_TASKS["sst2"], GLUE_TASKS["mnli"], GLUE_TASKS["stsb"]
+TASKS = [SST2, MNLI, STSB]
+LABEL_STATS = {
+    "sst2": LabelStatistics(num_rows=4, class_counts=np.array([3, 1])),  # entropy 2 log 2 − (3/4) log 3
+    "mnli": LabelStatistics(num_rows=4, class_counts=np.array([2, 1, 1])),  # entropy (3/2) log 2
+    "stsb": LabelStatistics(num_rows=2, mean=2.0, variance=1.0, mean_square=5.0),  # labels {1, 3}
+}
+TASK_WEIGHTS = {"sst2": 1.0, "mnli": 0.5, "stsb": 2.0}
+INITIAL_LOSSES = {"sst2": 0.25, "mnli": 4.0, "stsb": 10.0}  # what the trainer would have measured
+
+#: Options per strategy variant; a strategy not listed runs with `WeightingOptions()`.
+STRATEGY_OPTIONS: dict[str, dict[str, WeightingOptions]] = {
+    "static": {"": WeightingOptions(task_weights=TASK_WEIGHTS)},
+    "init": {
+        "theoretical": WeightingOptions(init_losses="theoretical"),
+        "estimated": WeightingOptions(init_losses="estimated"),
+    },
+    "power": {f"gamma={g:g}": WeightingOptions(gamma=g) for g in (-200.0, -2.0, 0.0, 0.5, 1.0, 3.0, 200.0)},
+}
+
+Factory = Callable[[Sequence[TaskSpec]], Weighting]
+
+
+def make(name: str, options: WeightingOptions, tasks: Sequence[TaskSpec] = TASKS,
+         initial_losses: dict[str, float] = INITIAL_LOSSES) -> Weighting:
+    """A ready-to-use strategy: label statistics given, measured initial losses set when it asks for them."""
+    weighting = build_weighting(name, tasks, label_stats=LABEL_STATS, options=options)
+    if weighting.needs_initial_losses:
+        weighting.set_initial_losses([initial_losses[t.name] for t in tasks])
+    return weighting
+
+
+def _variants() -> list:
+    return [
+        pytest.param((name, options), id=f"{name}-{variant}" if variant else name)
+        for name in WEIGHTINGS
+        for variant, options in STRATEGY_OPTIONS.get(name, {"": WeightingOptions()}).items()
+    ]
+
+
+@pytest.fixture(params=_variants())
+def variant(request: pytest.FixtureRequest) -> tuple[str, WeightingOptions]:
+    return request.param
+
+
+@pytest.fixture
+def strategy(variant: tuple[str, WeightingOptions]) -> Factory:
+    """Builds the strategy variant for a given task list (task order matters for the permutation test)."""
+    name, options = variant
+    return lambda tasks: make(name, options, tasks)
+
+
+def random_losses(count: int = 5, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vectors = [np.exp(rng.uniform(-4, 4, size=len(TASKS))) for _ in range(count)]
+    return vectors + [np.array([1e-8, 1.0, 1e8]), np.array([3.0, 3.0, 3.0])]
+
+
+def autograd_weights(weighting: Weighting, losses: Sequence[float]) -> np.ndarray:
+    tensor = torch.tensor(losses, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(weighting.objective(tensor), tensor)
+    return grad.numpy()
+
+
+def assert_weights_close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-9) -> None:
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-12 * float(np.max(np.abs(expected))))
+
+
+# Properties every registered strategy declares ---------------------------------------------------
+
+
+def test_strategy_options_name_registered_strategies() -> None:
+    assert set(STRATEGY_OPTIONS) <= set(WEIGHTINGS)
+
+
+def test_weights_are_the_gradient_of_the_objective(strategy: Factory) -> None:
+    weighting = strategy(TASKS)
+    for losses in random_losses():
+        weights = weighting.weights(losses)
+        assert np.all(np.isfinite(weights)) and np.all(weights >= 0)
+        assert_weights_close(weights, autograd_weights(weighting, losses))
+
+
+def test_permuting_tasks_permutes_weights(strategy: Factory) -> None:
+    weighting = strategy(TASKS)
+    for perm in ([2, 0, 1], [1, 0, 2], [2, 1, 0]):
+        permuted = strategy([TASKS[p] for p in perm])
+        for losses in random_losses(3, seed=1):
+            assert_weights_close(permuted.weights(losses[perm]), weighting.weights(losses)[perm], rtol=1e-12)
+
+
+def test_state_dict_round_trips_through_json(variant: tuple[str, WeightingOptions]) -> None:
+    name, options = variant
+    weighting = make(name, options)
+    weighting.weights([0.0 if weighting.log_based else 0.3, 1.0, 2.0])  # leaves a clamp in the state
+    state = json.loads(json.dumps(weighting.state_dict()))
+
+    fresh = build_weighting(name, TASKS, label_stats=LABEL_STATS, options=options)
+    fresh.load_state_dict(state)
+    assert fresh.state_dict() == state
+    assert not fresh.needs_initial_losses  # a resumed run must not measure initial losses again
+    losses = [0.5, 2.0, 8.0]
+    np.testing.assert_array_equal(fresh.weights(losses), weighting.weights(losses))
+    assert repr(fresh) == repr(weighting)
+
+
+# Exact values on L = [0.5, 2, 8] with LABEL_STATS, worked out by hand -----------------------------
+
+LN2, LN3 = math.log(2), math.log(3)
+SST2_ENTROPY = 2 * LN2 - 0.75 * LN3  # −(3/4 log 3/4 + 1/4 log 1/4)
+MNLI_ENTROPY = 1.5 * LN2  # −(1/2 log 1/2 + 2 · 1/4 log 1/4)
+FIXED_LOSSES = [0.5, 2.0, 8.0]
+
+#: (name, options, weights dF/dL_i, objective F) at FIXED_LOSSES.
+EXACT_CASES = {
+    "equal": ("equal", WeightingOptions(), [1 / 3, 1 / 3, 1 / 3], 3.5),
+    "static": ("static", WeightingOptions(task_weights=TASK_WEIGHTS), [1.0, 0.5, 2.0], 0.5 + 1.0 + 16.0),
+    "init-theoretical": (
+        "init", WeightingOptions(), [1 / LN2, 1 / LN3, 1 / 5], 0.5 / LN2 + 2 / LN3 + 8 / 5
+    ),
+    "init-estimated": (
+        "init", WeightingOptions(init_losses="estimated"), [4.0, 0.25, 0.1], 2.0 + 0.5 + 0.8
+    ),
+    "prior": (
+        "prior", WeightingOptions(), [1 / SST2_ENTROPY, 1 / MNLI_ENTROPY, 1.0],
+        0.5 / SST2_ENTROPY + 2 / MNLI_ENTROPY + 8.0,
+    ),
+    "realtime": ("realtime", WeightingOptions(), [2.0, 0.5, 0.125], 3.0),
+    "geometric": ("geometric", WeightingOptions(), [2.0, 0.5, 0.125], math.log(8)),
+    # γ = 1/2: Σ √L_i = 3.5 √2, F = (3.5 √2 / 3)² = 49/18,
+    # dF/dL_i = (1/3) √(49/18) / √L_i = 7 / (9 √(2 L_i))
+    "power-0.5": ("power", WeightingOptions(gamma=0.5), [7 / 9, 7 / 18, 7 / 36], 49 / 18),
+    # γ = 0: F = (0.5 · 2 · 8)^(1/3) = 2, dF/dL_i = F / (3 L_i)
+    "power-0": ("power", WeightingOptions(gamma=0.0), [4 / 3, 1 / 3, 1 / 12], 2.0),
+    "power-1": ("power", WeightingOptions(gamma=1.0), [1 / 3, 1 / 3, 1 / 3], 3.5),
+    # γ = −1: F = 3 / (2 + 1/2 + 1/8) = 8/7, dF/dL_i = (1/3) L_i^(−2) (8/7)²
+    "power--1": ("power", WeightingOptions(gamma=-1.0), [256 / 147, 16 / 147, 1 / 147], 8 / 7),
+    # γ = 2: F = √((1/4 + 4 + 64)/3) = √22.75, dF/dL_i = L_i / (3 F)
+    "power-2": (
+        "power", WeightingOptions(gamma=2.0), [0.5 / (3 * math.sqrt(22.75)), 2 / (3 * math.sqrt(22.75)),
+                                               8 / (3 * math.sqrt(22.75))], math.sqrt(22.75),
+    ),
+}
+
+
+def test_every_registered_strategy_pins_exact_values() -> None:
+    assert {case[0] for case in EXACT_CASES.values()} == set(WEIGHTINGS)
+
+
+@pytest.mark.parametrize("case", list(EXACT_CASES), ids=list(EXACT_CASES))
+def test_exact_values(case: str) -> None:
+    name, options, expected_weights, expected_objective = EXACT_CASES[case]
+    weighting = make(name, options)
+    np.testing.assert_allclose(weighting.weights(FIXED_LOSSES), expected_weights, rtol=1e-12)
+    objective = weighting.objective(torch.tensor(FIXED_LOSSES, dtype=torch.float64)).item()
+    assert objective == pytest.approx(expected_objective, rel=1e-12)
+
+
+# Scale invariance, checked on real parameter gradients --------------------------------------------
+
+
+def _tiny_model_losses(seed: int) -> tuple[list[torch.nn.Parameter], torch.Tensor, torch.Tensor]:
+    """A shared layer with a classification head (cross-entropy) and a regression head (MSE)."""
+    torch.manual_seed(0)
+    shared = torch.nn.Linear(4, 8, dtype=torch.float64)
+    cls_head = torch.nn.Linear(8, 2, dtype=torch.float64)
+    reg_head = torch.nn.Linear(8, 1, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, 4, dtype=torch.float64, generator=generator)
+    hidden = torch.tanh(shared(x))
+    cls_loss = torch.nn.functional.cross_entropy(cls_head(hidden), torch.randint(0, 2, (16,), generator=generator))
+    y = 3.0 * torch.randn(16, dtype=torch.float64, generator=generator)
+    reg_loss = torch.nn.functional.mse_loss(reg_head(hidden).squeeze(-1), y)
+    params = [*shared.parameters(), *cls_head.parameters(), *reg_head.parameters()]
+    return params, cls_loss, reg_loss
+
+
+def _combined_gradient(name: str, scale: float) -> torch.Tensor:
+    """Σ_i w_i ∇_θ L_i with the regression loss (and its measured initial loss) multiplied by `scale`."""
+    _, init_cls, init_reg = _tiny_model_losses(seed=1)  # "first batches", measured before the update
+    params, cls_loss, reg_loss = _tiny_model_losses(seed=2)
+    losses = [cls_loss, scale * reg_loss]
+    weighting = build_weighting(name, [SST2, STSB], label_stats=LABEL_STATS,
+                                options=WeightingOptions(init_losses="estimated"))
+    if weighting.needs_initial_losses:
+        weighting.set_initial_losses([init_cls.item(), scale * init_reg.item()])
+    weights = weighting.weights([loss.item() for loss in losses])
+    combined = torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
+    for weight, loss in zip(weights, losses):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, materialize_grads=True)
+        combined += float(weight) * torch.cat([g.flatten() for g in grads])
+    return combined
+
+
+@pytest.mark.parametrize("name", ["init", "realtime", "geometric"])
+@pytest.mark.parametrize("scale", [1e-3, 0.37, 7.5, 1e4])
+def test_scaling_one_loss_leaves_the_update_unchanged(name: str, scale: float) -> None:
+    torch.testing.assert_close(_combined_gradient(name, scale), _combined_gradient(name, 1.0), rtol=1e-10, atol=0)
+
+
+def test_scale_check_detects_a_scale_dependent_strategy() -> None:
+    assert not torch.allclose(_combined_gradient("equal", 7.5), _combined_gradient("equal", 1.0))
+
+
+# Strategy-specific facts ----------------------------------------------------------------------------
+
+
+def test_realtime_and_geometric_give_identical_weights() -> None:
+    realtime, geometric = make("realtime", WeightingOptions()), make("geometric", WeightingOptions())
+    for losses in random_losses():
+        np.testing.assert_array_equal(realtime.weights(losses), geometric.weights(losses))
+
+
+def _classification_task(num_labels: int, name: str = "task") -> TaskSpec:
+    return TaskSpec(name=name, kind="classification", num_labels=num_labels, text_columns=("sentence",))
+
+
+@pytest.mark.parametrize("num_labels", [2, 3, 5, 10])
+def test_theoretical_init_is_log_k_for_k_classes(num_labels: int) -> None:
+    weighting = build_weighting("init", [_classification_task(num_labels)])
+    assert weighting.hparams()["initial_losses"] == {"task": pytest.approx(math.log(num_labels), rel=1e-15)}
+    assert weighting.weights([1.0])[0] == pytest.approx(1 / math.log(num_labels), rel=1e-12)
+
+
+def test_theoretical_init_is_mean_square_label_for_regression() -> None:
+    stats = {"stsb": LabelStatistics(num_rows=3, mean=2.0, variance=2 / 3, mean_square=14 / 3)}  # labels 1, 2, 3
+    weighting = build_weighting("init", [STSB], label_stats=stats)
+    assert weighting.hparams() == {"init_losses": "theoretical", "initial_losses": {"stsb": 14 / 3}}
+    assert weighting.weights([1.0])[0] == pytest.approx(3 / 14, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "counts, entropy",
+    [
+        ([1, 1], LN2),
+        ([3, 1], 2 * LN2 - 0.75 * LN3),
+        ([5, 0, 5], LN2),  # an absent class contributes 0 · log 0 = 0
+        ([1, 1, 1, 1], 2 * LN2),
+        ([2, 1, 1], 1.5 * LN2),
+    ],
+)
+def test_prior_is_label_entropy_for_classification(counts: list[int], entropy: float) -> None:
+    task = _classification_task(len(counts))
+    stats = {"task": LabelStatistics(num_rows=sum(counts), class_counts=np.array(counts))}
+    weighting = build_weighting("prior", [task], label_stats=stats)
+    assert weighting.hparams()["prior_losses"]["task"] == pytest.approx(entropy, rel=1e-12)
+    assert weighting.weights([1.0])[0] == pytest.approx(1 / entropy, rel=1e-12)
+
+
+def test_prior_is_label_variance_for_regression() -> None:
+    stats = {"stsb": LabelStatistics(num_rows=4, mean=2.5, variance=1.25, mean_square=7.5)}  # labels 1, 2, 3, 4
+    weighting = build_weighting("prior", [STSB], label_stats=stats)
+    assert weighting.hparams() == {"prior_losses": {"stsb": 1.25}}
+    assert weighting.weights([3.0])[0] == pytest.approx(0.8, rel=1e-12)
+
+
+def _power(gamma: float, tasks: Sequence[TaskSpec] = TASKS) -> Weighting:
+    return build_weighting("power", tasks, options=WeightingOptions(gamma=gamma))
+
+
+def _power_mean(gamma: float, losses: Sequence[float]) -> float:
+    return _power(gamma).objective(torch.tensor(losses, dtype=torch.float64)).item()
+
+
+def test_power_at_gamma_one_is_equal() -> None:
+    equal = make("equal", WeightingOptions())
+    for losses in random_losses():
+        np.testing.assert_allclose(_power(1.0).weights(losses), equal.weights(losses), rtol=1e-12)
+        assert _power_mean(1.0, losses) == pytest.approx(float(np.mean(losses)), rel=1e-12)
+
+
+def test_power_at_gamma_zero_is_proportional_to_geometric() -> None:
+    geometric = make("geometric", WeightingOptions())
+    for losses in random_losses():
+        ratio = _power(0.0).weights(losses) / geometric.weights(losses)
+        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+        # the factor is F/K with F the geometric mean
+        assert ratio[0] == pytest.approx(math.exp(np.mean(np.log(losses))) / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("gamma", [1e-9, -1e-9, 1e-6, -1e-6])
+def test_power_keeps_its_digits_near_the_geometric_limit(gamma: float) -> None:
+    # log M_γ = mean(x) + γ var(x) / 2 + O(γ²) with x = log L: the first-order term must survive,
+    # which a plain log-sum-exp − log K (cancelling to O(γ)) would lose at γ = 1e-9.
+    for losses in random_losses():
+        x = np.log(losses)
+        slope = (math.log(_power_mean(gamma, losses)) - x.mean()) / gamma
+        assert slope == pytest.approx(x.var() / 2, rel=1e-3, abs=1e-5)
+        np.testing.assert_allclose(_power(gamma).weights(losses), _power(0.0).weights(losses), rtol=500 * abs(gamma))
+
+
+def test_power_mean_is_non_decreasing_in_gamma() -> None:
+    grid = sorted({*np.linspace(-60, 60, 121), *np.geomspace(1e-8, 2, 30), *-np.geomspace(1e-8, 2, 30), 0.0})
+    for losses in random_losses():
+        means = np.array([_power_mean(g, losses) for g in grid])
+        assert np.all(np.diff(means) >= -1e-12 * means[1:])
+        assert means[0] >= losses.min() * (1 - 1e-12) and means[-1] <= losses.max() * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("gamma, pick", [(200.0, np.max), (-200.0, np.min)])
+def test_power_at_large_gamma_approaches_max_or_min(gamma: float, pick: Callable) -> None:
+    for losses in random_losses():
+        with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
+            warnings.simplefilter("error")
+            weighting = _power(gamma)
+            weights = weighting.weights(losses)
+            mean = weighting.objective(torch.tensor(losses, dtype=torch.float64)).item()
+        assert np.all(np.isfinite(weights)) and math.isfinite(mean)
+        assert abs(mean - pick(losses)) / pick(losses) < 0.02
+
+
+def test_static_zero_weight_drops_the_task_from_the_update() -> None:
+    weighting = build_weighting("static", TASKS, options=WeightingOptions(task_weights={**TASK_WEIGHTS, "mnli": 0}))
+    assert weighting.task_log_factor(1, 2.0) == -math.inf
+    np.testing.assert_array_equal(weighting.weights(FIXED_LOSSES), [1.0, 0.0, 2.0])
+
+
+def test_log_based_strategies_clamp_tiny_losses() -> None:
+    weighting = make("realtime", WeightingOptions(loss_epsilon=1e-6))
+    np.testing.assert_allclose(weighting.weights([0.0, 1e-9, 2.0]), [1e6, 1e6, 0.5])
+    assert weighting.num_clamped == 2
+
+
+def test_init_estimated_waits_for_measured_losses() -> None:
+    weighting = build_weighting("init", TASKS, label_stats=LABEL_STATS,
+                                options=WeightingOptions(init_losses="estimated"))
+    assert weighting.needs_initial_losses
+    assert weighting.hparams() == {"init_losses": "estimated", "initial_losses": None}
+    weighting.set_initial_losses([0.25, 4.0, 10.0])
+    assert not weighting.needs_initial_losses
+    assert weighting.hparams()["initial_losses"] == {"sst2": 0.25, "mnli": 4.0, "stsb": 10.0}
+
+
+# Registry ------------------------------------------------------------------------------------------
+
+
+def test_registry_lists_the_seed_strategies_in_order() -> None:
+    seeds = ["equal", "static", "init", "prior", "realtime", "geometric", "power"]
+    assert list(WEIGHTINGS)[: len(seeds)] == seeds
+    assert [name for name, _ in describe_weightings()] == list(WEIGHTINGS)
+    for name, description in describe_weightings():
+        assert description and "\n" not in description
+        assert get_weighting_class(name).name == name
+    assert get_weighting_class(" Geometric ") is WEIGHTINGS["geometric"]
+
+
+def test_register_rejects_a_taken_or_missing_name() -> None:
+    class Duplicate(Weighting):
+        name = "equal"
+        description = "another equal"
+
+    class Nameless(Weighting):
+        description = "no name"
+
+    with pytest.raises(ValueError, match="'equal' .* already taken"):
+        register(Duplicate)
+    with pytest.raises(TypeError, match="name"):
+        register(Nameless)
+    assert WEIGHTINGS["equal"] is not Duplicate
+
+
+# Error paths ---------------------------------------------------------------------------------------
+
+
+def test_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown strategy 'foo'\. Choose one of: equal, static, init, prior"):
+        build_weighting("foo", TASKS)
+
+
+@pytest.mark.parametrize("gamma", [math.nan, math.inf, -math.inf, "abc", None])
+def test_power_rejects_a_non_finite_gamma(gamma: object) -> None:
+    with pytest.raises(ValueError, match=rf"--gamma .*got {re.escape(repr(gamma))}"):
+        _power(gamma)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "task_weights, match",
+    [
+        (None, r"--task_weights sst2=1,stsb=0\.5"),
+        ({"sst2": 1.0, "mnli": 1.0}, r"no weight for task 'stsb'.*--task_weights"),
+        ({**TASK_WEIGHTS, "qqp": 1.0}, r"'qqp'.*not among the tasks.*--task_weights"),
+        ({**TASK_WEIGHTS, "mnli": -0.5}, r"task 'mnli' has weight -0\.5.*--task_weights"),
+        ({**TASK_WEIGHTS, "stsb": math.nan}, r"task 'stsb' has weight nan.*--task_weights"),
+        ({**TASK_WEIGHTS, "stsb": math.inf}, r"task 'stsb' has weight inf.*--task_weights"),
+        ({**TASK_WEIGHTS, "sst2": "heavy"}, r"task 'sst2' has weight 'heavy'.*--task_weights"),
+        ({"sst2": 0, "mnli": 0, "stsb": 0}, r"all task weights are 0.*--task_weights"),
+    ],
+)
+def test_static_rejects_bad_task_weights(task_weights: dict | None, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_weighting("static", TASKS, options=WeightingOptions(task_weights=task_weights))
+
+
+@pytest.mark.parametrize(
+    "task, stats",
+    [
+        (SST2, LabelStatistics(num_rows=4, class_counts=np.array([4, 0]))),
+        (STSB, LabelStatistics(num_rows=3, mean=2.0, variance=0.0, mean_square=4.0)),
+    ],
+)
+def test_prior_rejects_a_zero_prior_loss(task: TaskSpec, stats: LabelStatistics) -> None:
+    with pytest.raises(ValueError, match=rf"task '{task.name}' has a prior loss .* 0.*--weighting init or realtime"):
+        build_weighting("prior", [task], label_stats={task.name: stats})
+
+
+@pytest.mark.parametrize("name, task", [("prior", SST2), ("prior", STSB), ("init", STSB)])
+def test_missing_label_statistics_name_the_task(name: str, task: TaskSpec) -> None:
+    with pytest.raises(ValueError, match=rf"task '{task.name}' .*label_stats"):
+        build_weighting(name, [task])
+
+
+def test_init_theoretical_rejects_all_zero_regression_labels() -> None:
+    stats = {"stsb": LabelStatistics(num_rows=2, mean=0.0, variance=0.0, mean_square=0.0)}
+    with pytest.raises(ValueError, match=r"task 'stsb' .*E\[y²\].*--init_losses estimated"):
+        build_weighting("init", [STSB], label_stats=stats)
+
+
+@pytest.mark.parametrize("name", [n for n in WEIGHTINGS if WEIGHTINGS[n].log_based])
+def test_log_based_strategies_reject_a_negative_loss(name: str) -> None:
+    weighting = make(name, next(iter(STRATEGY_OPTIONS.get(name, {"": WeightingOptions()}).values())))
+    with pytest.raises(ValueError, match=r"task 'mnli' has a negative loss -0\.5"):
+        weighting.weights([1.0, -0.5, 1.0])
+
+
+@pytest.mark.parametrize("name", ["equal", "static"])
+def test_linear_strategies_accept_a_negative_loss(name: str) -> None:
+    weighting = make(name, WeightingOptions(task_weights=TASK_WEIGHTS))
+    assert np.all(np.isfinite(weighting.weights([1.0, -0.5, 1.0])))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_every_strategy_rejects_a_non_finite_loss(variant: tuple[str, WeightingOptions], bad: float) -> None:
+    weighting = make(*variant)
+    with pytest.raises(FloatingPointError, match=r"task 'stsb' has a non-finite loss"):
+        weighting.weights([1.0, 1.0, bad])
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1e-8, math.nan])
+def test_options_reject_a_non_positive_loss_epsilon(epsilon: float) -> None:
+    with pytest.raises(ValueError, match="loss_epsilon"):
+        WeightingOptions(loss_epsilon=epsilon)
+
+
+def test_init_estimated_used_before_it_is_set() -> None:
+    weighting = build_weighting("init", TASKS, options=WeightingOptions(init_losses="estimated"))
+    with pytest.raises(RuntimeError, match="set_initial_losses"):
+        weighting.weights(FIXED_LOSSES)
+    with pytest.raises(RuntimeError, match="set_initial_losses"):
+        weighting.objective(torch.tensor(FIXED_LOSSES))
+
+
+@pytest.mark.parametrize(
+    "losses, match",
+    [
+        ([1.0, 2.0], r"2 reference losses for 3 tasks"),
+        ([1.0, 0.0, 2.0], r"task 'mnli' has a measured initial loss 0"),
+        ([1.0, 2.0, math.nan], r"task 'stsb' has a measured initial loss nan"),
+    ],
+)
+def test_init_rejects_bad_measured_losses(losses: list[float], match: str) -> None:
+    weighting = build_weighting("init", TASKS, options=WeightingOptions(init_losses="estimated"))
+    with pytest.raises(ValueError, match=match):
+        weighting.set_initial_losses(losses)
+
+
+def test_init_theoretical_does_not_take_measured_losses() -> None:
+    with pytest.raises(ValueError, match="--init_losses estimated"):
+        make("init", WeightingOptions()).set_initial_losses([1.0, 1.0, 1.0])
+
+
+def test_init_rejects_an_unknown_mode() -> None:
+    with pytest.raises(ValueError, match=r"init_losses='measured' is not supported"):
+        build_weighting("init", TASKS, options=WeightingOptions(init_losses="measured"))  # type: ignore[arg-type]
+
+
+def test_loading_a_checkpoint_of_other_tasks_fails() -> None:
+    state = make("init", WeightingOptions(init_losses="estimated")).state_dict()
+    other = build_weighting("init", [SST2, MNLI], options=WeightingOptions(init_losses="estimated"))
+    with pytest.raises(ValueError, match="same --tasks"):
+        other.load_state_dict(state)
