@@ -35,15 +35,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .weighting import Weighting
+from .weighting import GradientWeighting, Weighting
 
 
 @dataclass
 class StepResult:
-    """What one optimizer step measured, averaged across ranks (identical on every rank)."""
+    """What one optimizer step measured, averaged across ranks (identical on every rank).
+
+    `weights` are the effective weights dF/dL_i; `grad_norms` the global norms ‖g_i‖ of the task
+    gradients (gradient-level strategies only, unscaled by any fp16 loss scale).
+    """
 
     losses: list[float]
     weights: list[float]
+    grad_norms: list[float] | None = None
 
     @property
     def mean_loss(self) -> float:
@@ -67,14 +72,20 @@ class _RunningSum:
             return 1.0
         return math.exp(log_factor - self.ref)
 
+    def final_multiplier(self, common_log_factor: float) -> float:
+        if self.ref is None:
+            return 1.0
+        total = self.ref + common_log_factor
+        return math.exp(total) if total > -math.inf else 0.0
+
 
 class TaskByTaskStep:
     """Runs one optimizer step's forward/backward passes for all tasks and leaves the combined gradient in `.grad`.
 
     Args:
-        weighting: the strategy that turns the task losses into factors.
+        weighting: the strategy that turns the task losses (or gradients) into factors.
         task_names: the tasks, in the order every rank processes them.
-        accelerator: the Trainer's accelerator (backward with its grad scaler, `no_sync`, autocast).
+        accelerator: the Trainer's accelerator (backward with its grad scaler, `no_sync`).
     """
 
     def __init__(self, weighting: Weighting, task_names: Sequence[str], accelerator: Any) -> None:
@@ -92,10 +103,21 @@ class TaskByTaskStep:
             for handle in handles:
                 handle.wait()
 
+    def _loss_scale(self) -> float:
+        scaler = getattr(self.accelerator, "scaler", None)
+        return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
     def __call__(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]], step: int) -> StepResult:
-        device = next(model.parameters()).device
-        params = [p for p in model.parameters() if p.requires_grad]
-        per_task = len(micro_batches) > 1 or self.weighting.level == "gradient"
+        weighting = self.weighting
+        gradient_level = isinstance(weighting, GradientWeighting)
+        per_task = gradient_level or len(micro_batches) > 1
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        device = named[0][1].device
+        # Parameters whose gradients are combined across tasks; with norm_scope="shared" the heads
+        # stay outside (each head only ever gets its own task's raw gradient).
+        heads_apart = gradient_level and weighting.norm_scope == "shared"
+        combined = [p for n, p in named if not (heads_apart and _is_head(n))]
+        own_head = {t: [p for n, p in named if heads_apart and _is_head(n, t)] for t in self.task_names}
 
         # Rows of every task over all micro-batches and ranks: each micro-batch loss is weighted by its share.
         counts = torch.tensor(
@@ -103,57 +125,80 @@ class TaskByTaskStep:
         )
         totals = counts.sum(0).to(device)
         self._all_reduce_sum([totals])
-        totals = totals.cpu()
+        shares = (counts / totals.cpu()).tolist()
 
         running = _RunningSum()
-        held: list[torch.Tensor | None] = [None] * len(params)
-        losses: list[float] = []  # as measured, for logging
-        checked_losses: list[float] = []  # as the factors see them (clamped)
+        held: list[torch.Tensor | None] = [None] * len(combined)
+        losses, checked, log_factors, norms = [], [], [], []
         with self.accelerator.no_sync(model):
             for i, task in enumerate(self.task_names):
                 if per_task:
-                    held = [p.grad for p in params]
-                    for p in params:
+                    held = [p.grad for p in combined]
+                    for p in combined:
                         p.grad = None
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
                 for m, mb in enumerate(micro_batches):
-                    share = float(counts[m, i] / totals[i])
                     loss = model(**mb[task]).loss
                     loss_sum += loss.detach().double() * float(counts[m, i])
                     if per_task:
-                        self.accelerator.backward(loss * share)
+                        self.accelerator.backward(loss * shares[m][i])
                 self._all_reduce_sum([loss_sum])
-                value = float(loss_sum / totals[i])
+                losses.append(float(loss_sum / totals[i].cpu()))
                 try:
-                    checked = self.weighting.check_loss(i, value)
+                    checked.append(weighting.check_loss(i, losses[-1]))
                 except FloatingPointError as err:
                     raise FloatingPointError(f"step {step}: {err}") from None
-                losses.append(value)
-                checked_losses.append(checked)
-                log_factor = self.weighting.task_log_factor(i, checked)
+
+                if gradient_level:
+                    # This task's gradient only: `combined` was emptied before its backward, and with
+                    # norm_scope="shared" its own head is the only other parameter it touched.
+                    fresh = [p.grad for p in combined if p.grad is not None]
+                    self._all_reduce_sum(fresh + [p.grad for p in own_head[task] if p.grad is not None])
+                    norm = _global_norm(fresh) / self._loss_scale()
+                    norms.append(norm)
+                    log_factor = weighting.gradient_log_factor(i, norm)
+                    if not math.isfinite(norm) and self._loss_scale() != 1.0:
+                        # fp16 overflow: let the inf reach the grad scaler, which skips the step and lowers its scale.
+                        log_factor = running.ref if running.ref is not None else 0.0
+                else:
+                    log_factor = weighting.task_log_factor(i, checked[-1])
+                log_factors.append(log_factor)
+
                 if per_task:
-                    task_grads = [p.grad for p in params]
                     multiplier = running.admit(log_factor, [h for h in held if h is not None])
-                    for j, (h, g) in enumerate(zip(held, task_grads)):
-                        if g is None:
+                    for j, (h, p) in enumerate(zip(held, combined)):
+                        if p.grad is None:
                             continue
                         if h is None:
-                            held[j] = g.mul_(multiplier)
+                            held[j] = p.grad.mul_(multiplier)
                         else:
-                            h.add_(g, alpha=multiplier)
-                    for p, h in zip(params, held):
+                            h.add_(p.grad, alpha=multiplier)
+                    for p, h in zip(combined, held):
                         p.grad = h
                 else:
-                    grads = [p.grad for p in params if p.grad is not None]
-                    multiplier = running.admit(log_factor, grads)
-                    self.accelerator.backward(loss * (share * multiplier))
+                    multiplier = running.admit(log_factor, [p.grad for p in combined if p.grad is not None])
+                    self.accelerator.backward(loss * (shares[0][i] * multiplier))
 
-        common = self.weighting.common_log_factor(checked_losses)
-        grads = [p.grad for p in params if p.grad is not None]
-        if running.ref is not None:
-            final = running.ref + common
-            if final != 0.0:
-                torch._foreach_mul_(grads, math.exp(final) if final > -math.inf else 0.0)
-        self._all_reduce_sum(grads)
-        weights = [math.exp(w) for w in self.weighting.log_weights(checked_losses)]
-        return StepResult(losses=losses, weights=weights)
+        if gradient_level:
+            common = weighting.gradient_common_log_factor(norms)
+        else:
+            common = weighting.common_log_factor(checked)
+            # Loss-level: the rank-local sums are reduced once (the factors are the same on every rank).
+            self._all_reduce_sum([p.grad for _, p in named if p.grad is not None])
+        final = running.final_multiplier(common)
+        if final != 1.0:
+            torch._foreach_mul_([p.grad for p in combined if p.grad is not None], final)
+        weights = [math.exp(f + common) if f > -math.inf else 0.0 for f in log_factors]
+        return StepResult(losses=losses, weights=weights, grad_norms=norms if gradient_level else None)
+
+
+def _is_head(name: str, task: str | None = None) -> bool:
+    """Is parameter `name` in a task head (of `task`, if given)? Names may carry a wrapper prefix."""
+    prefix = "heads." if task is None else f"heads.{task}."
+    return name.startswith(prefix) or f".{prefix}" in name
+
+
+def _global_norm(grads: list[torch.Tensor]) -> float:
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).double(), 2.0))

@@ -9,11 +9,14 @@ What it overrides, and why:
   `TaskByTaskStep`, tasks outer and micro-batches inner, so gradient accumulation gives the update
   of one large batch for every strategy.
 * `evaluate`: per-task GLUE metrics as `eval_<task>_<metric>` plus `eval_glue_score`.
-* `log`: adds `loss_<task>` and `weight_<task>` (means since the last log) to the training logs, so
+* `log`: adds `loss_<task>`, `weight_<task>` and, for gradient-level strategies, `grad_norm_<task>`
+  (means since the last log) to the training logs, so
   every `report_to` backend and `trainer_state.json` get them. `loss` itself is the plain mean of
   the task losses, comparable across strategies.
 * `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
   next to each checkpoint as `weighting_state.json`).
+* `create_model_card`: the multi-task card of `hf_mtl.hub` (tasks, weighting, per-task metrics, curves),
+  which `push_to_hub` uploads with the model, tokenizer and config.
 """
 
 from __future__ import annotations
@@ -90,6 +93,15 @@ class MultiTaskTrainingArguments(TrainingArguments):
         },
     )
 
+    norm_scope: str = field(
+        default="all",
+        metadata={"help": "grad_normalize: take each task's gradient norm over `all` parameters it touches or the `shared` encoder only (heads then get their raw gradient).", "choices": ["all", "shared"]},
+    )
+    norm_scale: str = field(
+        default="unit",
+        metadata={"help": "grad_normalize: scale of the combined update: `unit` (sum of unit vectors), `max` or `mean` task gradient norm.", "choices": ["unit", "max", "mean"]},
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         get_weighting_class(self.weighting)
@@ -104,6 +116,8 @@ class MultiTaskTrainingArguments(TrainingArguments):
             gamma=self.gamma,
             task_weights=parse_task_weights(self.task_weights),
             init_losses="estimated" if self.init_estimate_batches > 0 else "theoretical",
+            norm_scope=self.norm_scope,
+            norm_scale=self.norm_scale,
         )
 
 
@@ -247,9 +261,10 @@ class MultiTaskTrainer(Trainer):
         return torch.tensor(result.mean_loss, device=self.args.device)
 
     def _record(self, result: StepResult) -> None:
-        for name, loss, weight in zip(self.step_engine.task_names, result.losses, result.weights):
-            self._task_logs.setdefault(f"loss_{name}", []).append(loss)
-            self._task_logs.setdefault(f"weight_{name}", []).append(weight)
+        values = {"loss": result.losses, "weight": result.weights, "grad_norm": result.grad_norms or []}
+        for kind, per_task in values.items():
+            for name, value in zip(self.step_engine.task_names, per_task):
+                self._task_logs.setdefault(f"{kind}_{name}", []).append(value)
 
     @torch.no_grad()
     def _estimate_initial_losses(self, model: torch.nn.Module) -> list[float]:
@@ -303,6 +318,47 @@ class MultiTaskTrainer(Trainer):
         metrics[f"{metric_key_prefix}_glue_score"] = score
         self.log({f"{metric_key_prefix}_glue_score": score})
         return metrics
+
+    # ---- sharing ------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """Write the multi-task model card (`README.md`) and its training curves to `args.output_dir`.
+
+        `Trainer.push_to_hub` calls this before uploading the folder. The card lists the base model
+        (`finetuned_from`, default: where the encoder was loaded from), the tasks and datasets, the
+        weighting with its hyperparameters, the latest evaluation (per-task metrics and GLUE score),
+        the training hyperparameters, the curves from `hf_mtl.plotting` and a usage snippet; see
+        `hf_mtl.hub.write_model_card`. `tasks`, `dataset_tags`, `dataset` and `dataset_args` are
+        accepted for compatibility and ignored: the tasks come from the model's config.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .hub import training_hyperparameters, write_model_card
+
+        model = self.accelerator.unwrap_model(self.model)
+        write_model_card(
+            self.args.output_dir,
+            model.config,
+            log_history=self.state.log_history,
+            hyperparameters=training_hyperparameters(self.args, self.state.global_step),
+            model_id=getattr(self, "hub_model_id", None) or self.args.hub_model_id or self.args.output_dir,
+            base_model=finetuned_from,
+            model_name=model_name,
+            language=language,
+            license=license,
+            tags=tags,
+        )
 
 
 def _metrics_for_task(spec: TaskSpec, sink: dict[str, float], prediction: EvalPrediction) -> dict[str, float]:

@@ -66,7 +66,7 @@ def assert_same(actual, expected, rtol=2e-5):
         assert (actual[name] - expected[name]).abs().max().item() <= rtol * scale + 1e-9, name
 
 
-@pytest.mark.parametrize("name", list(WEIGHTINGS))
+@pytest.mark.parametrize("name", [n for n, cls in WEIGHTINGS.items() if cls.level == "loss"])
 @pytest.mark.parametrize("parts", [1, 2])
 def test_engine_matches_one_graph_reference(name, parts, task_rows, tokenizer):
     model = tiny_model(TASKS).eval()
@@ -111,3 +111,126 @@ def test_loss_scale_does_not_change_geometric_update(task_rows, tokenizer):
     model.forward = scaled_forward
     _, scaled = engine_gradient(model, make_weighting("geometric", task_rows), batches)
     assert_same(scaled, base, rtol=1e-4)
+
+
+# Gradient-level: grad_normalize ---------------------------------------------------------------
+
+def task_gradients(model, batch, forward=None):
+    """Each task's gradient computed on its own (the brute-force reference)."""
+    grads = []
+    for t in TASKS:
+        model.zero_grad(set_to_none=True)
+        (forward or model)(**batch[t.name]).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    return grads
+
+
+def normalised_reference(grads, scope="all", scale="unit"):
+    def in_scope(name):
+        return scope == "all" or not name.startswith("heads.")
+
+    norms = [math.sqrt(sum(g.double().pow(2).sum().item() for n, g in gi.items() if in_scope(n))) for gi in grads]
+    factor = {"unit": 1.0, "max": max(norms), "mean": sum(norms) / len(norms)}[scale]
+    total = {}
+    for gi, norm in zip(grads, norms):
+        for n, g in gi.items():
+            term = g * (factor / norm) if in_scope(n) else g
+            total[n] = total[n] + term if n in total else term
+    return total, norms
+
+
+@pytest.mark.parametrize("scope", ["all", "shared"])
+@pytest.mark.parametrize("scale", ["unit", "max", "mean"])
+@pytest.mark.parametrize("parts", [1, 2])
+def test_grad_normalize_matches_brute_force(scope, scale, parts, task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    expected, norms = normalised_reference(task_gradients(model, micro_batches(task_rows, tokenizer, 1)[0]), scope, scale)
+    weighting = make_weighting("grad_normalize", task_rows, norm_scope=scope, norm_scale=scale)
+    result, actual = engine_gradient(model, weighting, micro_batches(task_rows, tokenizer, parts))
+    assert_same(actual, expected)
+    assert result.grad_norms == pytest.approx(norms, rel=1e-5)
+    factor = {"unit": 1.0, "max": max(norms), "mean": sum(norms) / len(norms)}[scale]
+    assert result.weights == pytest.approx([factor / n for n in norms], rel=1e-5)
+
+
+@pytest.mark.parametrize("transform", [lambda loss: loss * 250.0, lambda loss: loss * 1e-3, lambda loss: loss + 7.0])
+def test_grad_normalize_is_scale_and_shift_invariant(transform, task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    batches = micro_batches(task_rows, tokenizer, 1)
+    _, base = engine_gradient(model, make_weighting("grad_normalize", task_rows), batches)
+    original = model.forward
+
+    def transformed(**kwargs):
+        out = original(**kwargs)
+        if kwargs["task"] == "mrpc":
+            out.loss = transform(out.loss)
+        return out
+
+    model.forward = transformed
+    _, changed = engine_gradient(model, make_weighting("grad_normalize", task_rows), batches)
+    assert_same(changed, base, rtol=1e-4)
+
+
+def test_grad_normalize_ignores_task_order(task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    batches = micro_batches(task_rows, tokenizer, 1)
+    _, forward_order = engine_gradient(model, make_weighting("grad_normalize", task_rows), batches)
+    weighting = make_weighting("grad_normalize", task_rows)
+    model.zero_grad(set_to_none=True)
+    TaskByTaskStep(weighting, [t.name for t in reversed(TASKS)], Accelerator(cpu=True))(model, batches, step=0)
+    assert_same({n: p.grad for n, p in model.named_parameters() if p.grad is not None}, forward_order)
+
+
+def test_zero_gradient_task_contributes_nothing_and_is_counted(task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    batches = micro_batches(task_rows, tokenizer, 1)
+    original = model.forward
+
+    def stsb_frozen(**kwargs):
+        out = original(**kwargs)
+        if kwargs["task"] == "stsb":
+            out.loss = out.loss * 0.0
+        return out
+
+    grads = task_gradients(model, batches[0], forward=stsb_frozen)
+    expected, _ = normalised_reference([grads[0], grads[2]])
+    weighting = make_weighting("grad_normalize", task_rows)
+    model.forward = stsb_frozen
+    result, actual = engine_gradient(model, weighting, batches)
+    assert_same({n: g for n, g in actual.items() if not n.startswith("heads.stsb.")}, expected)
+    assert all(torch.isfinite(g).all() for g in actual.values())
+    assert result.grad_norms[1] == 0.0 and result.weights[1] == 0.0
+    assert weighting.state_dict()["num_skipped"] == 1
+
+
+@pytest.mark.parametrize("name", ["equal", "grad_normalize"])
+def test_nan_loss_names_the_task_and_step(name, task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    original = model.forward
+
+    def broken(**kwargs):
+        out = original(**kwargs)
+        if kwargs["task"] == "stsb":
+            out.loss = out.loss * float("nan")
+        return out
+
+    model.forward = broken
+    step = TaskByTaskStep(make_weighting(name, task_rows), [t.name for t in TASKS], Accelerator(cpu=True))
+    with pytest.raises(FloatingPointError, match=r"step 7: .*'stsb'.*non-finite loss"):
+        step(model, micro_batches(task_rows, tokenizer, 1), step=7)
+
+
+def test_grad_normalize_exact_factors_and_state():
+    from hf_mtl.weighting import build_weighting
+
+    for scale, expected in {"unit": [1 / 3, 1 / 4], "max": [4 / 3, 1.0], "mean": [3.5 / 3, 3.5 / 4]}.items():
+        w = build_weighting("grad_normalize", TASKS[:2], options=WeightingOptions(norm_scale=scale))
+        common = w.gradient_common_log_factor([3.0, 4.0])
+        assert [math.exp(w.gradient_log_factor(i, n) + common) for i, n in enumerate([3.0, 4.0])] == pytest.approx(expected)
+    w = build_weighting("grad_normalize", TASKS[:2])
+    assert w.gradient_log_factor(0, 0.0) == -math.inf and w.gradient_log_factor(1, math.nan) == -math.inf
+    fresh = build_weighting("grad_normalize", TASKS[:2])
+    fresh.load_state_dict(w.state_dict())
+    assert fresh.state_dict() == w.state_dict() == {"num_clamped": 0, "num_skipped": 2}
+    with pytest.raises(ValueError, match="--norm_scale 'huge'"):
+        WeightingOptions(norm_scale="huge")

@@ -40,7 +40,7 @@ def make_trainer(tmp_path, datasets, tokenizer, **overrides):
     )
 
 
-@pytest.mark.parametrize("weighting", ["equal", "geometric"])
+@pytest.mark.parametrize("weighting", ["equal", "geometric", "grad_normalize"])
 def test_gradient_accumulation_equals_one_large_batch(weighting, tmp_path, datasets, tokenizer):
     big = make_trainer(tmp_path / "big", datasets, tokenizer, weighting=weighting, per_device_train_batch_size=8)
     small = make_trainer(
@@ -100,3 +100,21 @@ def test_weighting_state_is_checkpointed_and_restored(tmp_path, datasets, tokeni
 def test_mismatched_tasks_flag_is_rejected(tmp_path, datasets, tokenizer):
     with pytest.raises(ValueError, match="does not match the model's tasks"):
         make_trainer(tmp_path, datasets, tokenizer, tasks="sst2,mrpc")
+
+
+def test_bf16_autocast_trains_grad_normalize_and_logs_norms(tmp_path, datasets, tokenizer):
+    trainer = make_trainer(tmp_path, datasets, tokenizer, weighting="grad_normalize", bf16=True, use_cpu=True, optim="adamw_torch",
+                           learning_rate=1e-3)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    dtypes = set()
+    trainer.model.heads["sst2"].classifier.register_forward_hook(lambda m, i, out: dtypes.add(out.dtype))
+    trainer.train()
+    assert dtypes == {torch.bfloat16}, "the forward pass did not run under bf16 autocast"
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    for spec in TASKS:
+        norm = logs[-1][f"grad_norm_{spec.name}"]
+        assert 0 < norm < float("inf")
+        assert logs[-1][f"weight_{spec.name}"] == pytest.approx(1 / norm, rel=1e-6)
+    for name, p in trainer.model.named_parameters():
+        assert torch.isfinite(p).all(), name
+    assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())

@@ -4,7 +4,7 @@
 package registers every strategy below (in this order, which `hf-mtl weightings` lists).
 """
 
-from .base import Weighting, WeightingOptions
+from .base import GradientWeighting, Weighting, WeightingOptions
 from .registry import WEIGHTINGS, build_weighting, describe_weightings, get_weighting_class, register
 
 # Strategy modules register themselves on import; the order here is the registry order, so keep
@@ -17,12 +17,15 @@ from .prior import PriorWeighting
 from .realtime import RealtimeWeighting
 from .geometric import GeometricWeighting
 from .power import PowerWeighting
+from .grad_normalize import GradNormalizeWeighting
 # isort: on
 
 __all__ = [
     "WEIGHTINGS",
     "EqualWeighting",
     "GeometricWeighting",
+    "GradNormalizeWeighting",
+    "GradientWeighting",
     "InitWeighting",
     "PowerWeighting",
     "PriorWeighting",

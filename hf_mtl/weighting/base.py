@@ -42,12 +42,19 @@ class WeightingOptions:
             model: log C for C classes, E[y²] for regression) or `"estimated"` (the mean loss of the
             first `init_estimate_batches` batches, measured before any update).
         loss_epsilon: losses below it are clamped to it before a log or a division.
+        norm_scope: for gradient-level strategies, the parameters a task's gradient norm is taken
+            over: `"all"` it touches (encoder and its head) or `"shared"` (encoder only; each head then
+            receives its task's raw gradient).
+        norm_scale: the scale of a normalised combination: `"unit"` (Σ g_i/‖g_i‖), `"max"` (times
+            max_i ‖g_i‖, as DB-MTL) or `"mean"` (times the mean ‖g_i‖).
     """
 
     gamma: float = 0.5
     task_weights: Mapping[str, float] | None = None
     init_losses: Literal["theoretical", "estimated"] = "theoretical"
     loss_epsilon: float = 1e-8
+    norm_scope: Literal["all", "shared"] = "all"
+    norm_scale: Literal["unit", "max", "mean"] = "unit"
 
     def __post_init__(self) -> None:
         # With epsilon <= 0 a zero loss would pass the clamp and fail later as a bare "math domain error".
@@ -56,6 +63,10 @@ class WeightingOptions:
                 f"WeightingOptions: loss_epsilon={self.loss_epsilon!r} must be a small positive number (default 1e-8): "
                 "log-based weightings clamp losses to it before a log or a division."
             )
+        if self.norm_scope not in ("all", "shared"):
+            raise ValueError(f"--norm_scope {self.norm_scope!r} is not one of: all, shared.")
+        if self.norm_scale not in ("unit", "max", "mean"):
+            raise ValueError(f"--norm_scale {self.norm_scale!r} is not one of: unit, max, mean.")
 
 
 class Weighting:
@@ -158,3 +169,33 @@ class Weighting:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
         return f"{type(self).__name__}({params})"
+
+
+class GradientWeighting(Weighting):
+    """Base class of gradient-level strategies: task i's factor comes from its own global gradient g_i.
+
+    The trainer runs task i's backward passes into a clean `.grad`, reduces them across ranks, takes
+    the norm ‖g_i‖ over `options.norm_scope`, asks `gradient_log_factor(i, ‖g_i‖)` and adds the scaled
+    gradient to the running sum (one extra parameter-sized buffer, no K × P matrix, no retained graph).
+    `gradient_common_log_factor(norms)` scales the sum at the end. A factor of −inf drops the task for
+    this step (a zero or non-finite gradient).
+    """
+
+    level = "gradient"
+
+    def __init__(
+        self,
+        tasks: Sequence[TaskSpec],
+        label_stats: Mapping[str, LabelStatistics] | None = None,
+        options: WeightingOptions | None = None,
+    ) -> None:
+        super().__init__(tasks, label_stats, options)
+        self.norm_scope = self.options.norm_scope
+
+    def gradient_log_factor(self, i: int, grad_norm: float) -> float:
+        """log of the multiplier of task i's gradient, from its global norm over `norm_scope`."""
+        raise NotImplementedError
+
+    def gradient_common_log_factor(self, grad_norms: Sequence[float]) -> float:
+        """log of the factor applied to the combined gradient once all K norms are known."""
+        return 0.0
