@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .weighting import GradientWeighting, Weighting
+from .weighting import AggregatorWeighting, GradientWeighting, Weighting
 
 
 @dataclass
@@ -43,12 +43,15 @@ class StepResult:
     """What one optimizer step measured, averaged across ranks (identical on every rank).
 
     `weights` are the effective weights dF/dL_i; `grad_norms` the global norms ‖g_i‖ of the task
-    gradients (gradient-level strategies only, unscaled by any fp16 loss scale).
+    gradients (gradient-level strategies only, unscaled by any fp16 loss scale); `cosines` the K × K
+    cosine similarities between the task gradients over the shared parameters (strategies that see
+    all task gradients at once), the "conflict" between tasks.
     """
 
     losses: list[float]
     weights: list[float]
     grad_norms: list[float] | None = None
+    cosines: list[list[float]] | None = None
 
     @property
     def mean_loss(self) -> float:
@@ -109,13 +112,13 @@ class TaskByTaskStep:
 
     def __call__(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]], step: int) -> StepResult:
         weighting = self.weighting
-        gradient_level = isinstance(weighting, GradientWeighting)
-        per_task = gradient_level or len(micro_batches) > 1
+        mode = "matrix" if isinstance(weighting, AggregatorWeighting) else (
+            "task" if isinstance(weighting, GradientWeighting) or len(micro_batches) > 1 else "direct")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         device = named[0][1].device
-        # Parameters whose gradients are combined across tasks; with norm_scope="shared" the heads
-        # stay outside (each head only ever gets its own task's raw gradient).
-        heads_apart = gradient_level and weighting.norm_scope == "shared"
+        # Parameters whose gradients are combined across tasks. Heads stay outside when a strategy works
+        # on the shared encoder only (each head then gets its own task's raw gradient).
+        heads_apart = mode == "matrix" or getattr(weighting, "norm_scope", "all") == "shared"
         combined = [p for n, p in named if not (heads_apart and _is_head(n))]
         own_head = {t: [p for n, p in named if heads_apart and _is_head(n, t)] for t in self.task_names}
 
@@ -129,10 +132,11 @@ class TaskByTaskStep:
 
         running = _RunningSum()
         held: list[torch.Tensor | None] = [None] * len(combined)
+        rows: list[list[torch.Tensor | None]] = []
         losses, checked, log_factors, norms = [], [], [], []
         with self.accelerator.no_sync(model):
             for i, task in enumerate(self.task_names):
-                if per_task:
+                if mode != "direct":
                     held = [p.grad for p in combined]
                     for p in combined:
                         p.grad = None
@@ -140,7 +144,7 @@ class TaskByTaskStep:
                 for m, mb in enumerate(micro_batches):
                     loss = model(**mb[task]).loss
                     loss_sum += loss.detach().double() * float(counts[m, i])
-                    if per_task:
+                    if mode != "direct":
                         self.accelerator.backward(loss * shares[m][i])
                 self._all_reduce_sum([loss_sum])
                 losses.append(float(loss_sum / totals[i].cpu()))
@@ -149,38 +153,47 @@ class TaskByTaskStep:
                 except FloatingPointError as err:
                     raise FloatingPointError(f"step {step}: {err}") from None
 
-                if gradient_level:
-                    # This task's gradient only: `combined` was emptied before its backward, and with
-                    # norm_scope="shared" its own head is the only other parameter it touched.
-                    fresh = [p.grad for p in combined if p.grad is not None]
+                if mode == "direct":
+                    log_factor = weighting.task_log_factor(i, checked[-1])
+                    multiplier = running.admit(log_factor, [p.grad for p in combined if p.grad is not None])
+                    self.accelerator.backward(loss * (shares[0][i] * multiplier))
+                    log_factors.append(log_factor)
+                    continue
+
+                fresh = [p.grad for p in combined if p.grad is not None]
+                if mode == "matrix" or isinstance(weighting, GradientWeighting):
+                    # The task's global gradient: reduce it now (with its own head when heads stay apart).
                     self._all_reduce_sum(fresh + [p.grad for p in own_head[task] if p.grad is not None])
-                    norm = _global_norm(fresh) / self._loss_scale()
-                    norms.append(norm)
-                    log_factor = weighting.gradient_log_factor(i, norm)
-                    if not math.isfinite(norm) and self._loss_scale() != 1.0:
+                if mode == "matrix":
+                    rows.append([p.grad for p in combined])
+                    for p, h in zip(combined, held):
+                        p.grad = h
+                    continue
+                if isinstance(weighting, GradientWeighting):
+                    norms.append(_global_norm(fresh) / self._loss_scale())
+                    log_factor = weighting.gradient_log_factor(i, norms[-1])
+                    if not math.isfinite(norms[-1]) and self._loss_scale() != 1.0:
                         # fp16 overflow: let the inf reach the grad scaler, which skips the step and lowers its scale.
                         log_factor = running.ref if running.ref is not None else 0.0
                 else:
                     log_factor = weighting.task_log_factor(i, checked[-1])
                 log_factors.append(log_factor)
+                multiplier = running.admit(log_factor, [h for h in held if h is not None])
+                for j, (h, p) in enumerate(zip(held, combined)):
+                    if p.grad is None:
+                        continue
+                    if h is None:
+                        held[j] = p.grad.mul_(multiplier)
+                    else:
+                        h.add_(p.grad, alpha=multiplier)
+                for p, h in zip(combined, held):
+                    p.grad = h
 
-                if per_task:
-                    multiplier = running.admit(log_factor, [h for h in held if h is not None])
-                    for j, (h, p) in enumerate(zip(held, combined)):
-                        if p.grad is None:
-                            continue
-                        if h is None:
-                            held[j] = p.grad.mul_(multiplier)
-                        else:
-                            h.add_(p.grad, alpha=multiplier)
-                    for p, h in zip(combined, held):
-                        p.grad = h
-                else:
-                    multiplier = running.admit(log_factor, [p.grad for p in combined if p.grad is not None])
-                    self.accelerator.backward(loss * (shares[0][i] * multiplier))
-
-        if gradient_level:
-            common = weighting.gradient_common_log_factor(norms)
+        if mode == "matrix":
+            weights, cosines = self._aggregate(combined, rows, checked)
+            return StepResult(losses=losses, weights=weights, cosines=cosines)
+        if isinstance(weighting, GradientWeighting):
+            common = weighting.gradient_common_log_factor(norms, checked)
         else:
             common = weighting.common_log_factor(checked)
             # Loss-level: the rank-local sums are reduced once (the factors are the same on every rank).
@@ -189,7 +202,30 @@ class TaskByTaskStep:
         if final != 1.0:
             torch._foreach_mul_([p.grad for p in combined if p.grad is not None], final)
         weights = [math.exp(f + common) if f > -math.inf else 0.0 for f in log_factors]
-        return StepResult(losses=losses, weights=weights, grad_norms=norms if gradient_level else None)
+        return StepResult(losses=losses, weights=weights, grad_norms=norms or None)
+
+    def _aggregate(
+        self, params: list[torch.Tensor], rows: list[list[torch.Tensor | None]], losses: list[float]
+    ) -> tuple[list[float], list[list[float]]]:
+        """Stack the K task gradients of the shared parameters (K × P), let the strategy combine them,
+        write the result into `.grad` (added to the heads' raw gradients already there)."""
+        sizes = [p.numel() for p in params]
+        matrix = torch.zeros(len(rows), sum(sizes), dtype=torch.float32, device=params[0].device)
+        for i, row in enumerate(rows):
+            for g, chunk, p in zip(row, matrix[i].split(sizes), params):
+                if g is not None:
+                    chunk.copy_(g.reshape(-1))
+            rows[i] = []  # free the task's gradient tensors as soon as they are copied
+        matrix /= self._loss_scale()
+        update = self.weighting.aggregate(matrix, losses) * self._loss_scale()
+        for p, chunk in zip(params, update.split(sizes)):
+            p.grad = chunk.view_as(p).to(p.dtype) if p.grad is None else p.grad.add_(chunk.view_as(p))
+        gram = (matrix @ matrix.T).double()
+        norms = gram.diagonal().sqrt().clamp_min(1e-30)
+        cosines = (gram / norms[:, None] / norms[None, :]).tolist()
+        # Effective weights: the coefficients of the task gradients in the update (least squares).
+        coefficients = torch.linalg.lstsq(gram, (matrix @ update.float()).double()[:, None]).solution[:, 0]
+        return coefficients.tolist(), cosines
 
 
 def _is_head(name: str, task: str | None = None) -> bool:

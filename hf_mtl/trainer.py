@@ -9,8 +9,9 @@ What it overrides, and why:
   `TaskByTaskStep`, tasks outer and micro-batches inner, so gradient accumulation gives the update
   of one large batch for every strategy.
 * `evaluate`: per-task GLUE metrics as `eval_<task>_<metric>` plus `eval_glue_score`.
-* `log`: adds `loss_<task>`, `weight_<task>` and, for gradient-level strategies, `grad_norm_<task>`
-  (means since the last log) to the training logs, so
+* `log`: adds `loss_<task>`, `weight_<task>`, for gradient-level strategies `grad_norm_<task>`, and
+  for those that see all task gradients at once `cos_<task>_<task>` (the cosine between two task
+  gradients: negative means conflict), means since the last log, to the training logs, so
   every `report_to` backend and `trainer_state.json` get them. `loss` itself is the plain mean of
   the task losses, comparable across strategies.
 * `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
@@ -39,7 +40,7 @@ from .engine import StepResult, TaskByTaskStep
 from .metrics import compute_task_metrics, glue_score, task_score
 from .sampling import MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset, TaskCollator
 from .tasks import TaskSpec, parse_tasks
-from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, get_weighting_class
+from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, validate_weighting_name
 
 WEIGHTING_STATE_FILE = "weighting_state.json"
 
@@ -104,7 +105,7 @@ class MultiTaskTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        get_weighting_class(self.weighting)
+        validate_weighting_name(self.weighting)
         if not math.isfinite(self.gamma):
             raise ValueError(f"--gamma {self.gamma} is not finite; pass a finite exponent, e.g. --gamma 0.5.")
         if self.init_estimate_batches < 0:
@@ -261,10 +262,13 @@ class MultiTaskTrainer(Trainer):
         return torch.tensor(result.mean_loss, device=self.args.device)
 
     def _record(self, result: StepResult) -> None:
+        names = self.step_engine.task_names
         values = {"loss": result.losses, "weight": result.weights, "grad_norm": result.grad_norms or []}
         for kind, per_task in values.items():
-            for name, value in zip(self.step_engine.task_names, per_task):
+            for name, value in zip(names, per_task):
                 self._task_logs.setdefault(f"{kind}_{name}", []).append(value)
+        for i, j in ((i, j) for i in range(len(names)) for j in range(i + 1, len(names)) if result.cosines):
+            self._task_logs.setdefault(f"cos_{names[i]}_{names[j]}", []).append(result.cosines[i][j])
 
     @torch.no_grad()
     def _estimate_initial_losses(self, model: torch.nn.Module) -> list[float]:

@@ -225,7 +225,7 @@ def test_grad_normalize_exact_factors_and_state():
 
     for scale, expected in {"unit": [1 / 3, 1 / 4], "max": [4 / 3, 1.0], "mean": [3.5 / 3, 3.5 / 4]}.items():
         w = build_weighting("grad_normalize", TASKS[:2], options=WeightingOptions(norm_scale=scale))
-        common = w.gradient_common_log_factor([3.0, 4.0])
+        common = w.gradient_common_log_factor([3.0, 4.0], [1.0, 1.0])
         assert [math.exp(w.gradient_log_factor(i, n) + common) for i, n in enumerate([3.0, 4.0])] == pytest.approx(expected)
     w = build_weighting("grad_normalize", TASKS[:2])
     assert w.gradient_log_factor(0, 0.0) == -math.inf and w.gradient_log_factor(1, math.nan) == -math.inf
@@ -234,3 +234,56 @@ def test_grad_normalize_exact_factors_and_state():
     assert fresh.state_dict() == w.state_dict() == {"num_clamped": 0, "num_skipped": 2}
     with pytest.raises(ValueError, match="--norm_scale 'huge'"):
         WeightingOptions(norm_scale="huge")
+
+
+# All task gradients at once (aggregators) and composition --------------------------------------
+
+class MeanOfRows(__import__("hf_mtl.weighting", fromlist=["AggregatorWeighting"]).AggregatorWeighting):
+    """A minimal aggregator for testing the engine's K x P path: the mean task gradient."""
+
+    name = "mean_of_rows"
+    description = "test aggregator"
+
+    def aggregate(self, grads, losses):
+        return grads.mean(0)
+
+
+def test_matrix_path_stacks_shared_gradients_and_keeps_heads_raw(task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    grads = task_gradients(model, micro_batches(task_rows, tokenizer, 1)[0])
+    expected = {}
+    for gi in grads:
+        for n, g in gi.items():
+            term = g if n.startswith("heads.") else g / len(TASKS)
+            expected[n] = expected[n] + term if n in expected else term
+    result, actual = engine_gradient(model, MeanOfRows(TASKS), micro_batches(task_rows, tokenizer, 2))
+    assert_same(actual, expected)
+    assert result.weights == pytest.approx([1 / 3] * 3, rel=1e-4)
+    flat = [torch.cat([g.flatten() for n, g in gi.items() if not n.startswith("heads.")]) for gi in grads]
+    cos01 = torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0).item()
+    assert result.cosines[0][1] == pytest.approx(cos01, rel=1e-4) and result.cosines[1][1] == pytest.approx(1.0)
+
+
+def test_geometric_then_grad_normalize_takes_the_max_scale_over_log_loss_gradients(task_rows, tokenizer):
+    model = tiny_model(TASKS).eval()
+    batch = micro_batches(task_rows, tokenizer, 1)
+    grads = task_gradients(model, batch[0])
+    losses = [model(**batch[0][t.name]).loss.item() for t in TASKS]
+    unit, norms = normalised_reference(grads)
+    scale = max(n / loss for n, loss in zip(norms, losses))  # max_i ‖∇ log L_i‖
+    weighting = make_weighting("geometric+grad_normalize", task_rows, norm_scale="max")
+    assert weighting.name == "geometric+grad_normalize"
+    _, actual = engine_gradient(model, weighting, batch)
+    assert_same(actual, {n: g * scale for n, g in unit.items()})
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [("geometric+prior", r"levels are loss\+loss"), ("grad_normalize+geometric", r"levels are gradient\+loss"),
+     ("equal+prior+grad_normalize", "at most two"), ("magic+grad_normalize", "unknown strategy 'magic'")],
+)
+def test_compositions_that_make_no_sense_are_rejected(name, message):
+    from hf_mtl.trainer import MultiTaskTrainingArguments
+
+    with pytest.raises(ValueError, match=message):
+        MultiTaskTrainingArguments(output_dir="unused", weighting=name)

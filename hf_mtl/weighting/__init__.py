@@ -4,8 +4,15 @@
 package registers every strategy below (in this order, which `hf-mtl weightings` lists).
 """
 
-from .base import GradientWeighting, Weighting, WeightingOptions
-from .registry import WEIGHTINGS, build_weighting, describe_weightings, get_weighting_class, register
+from .base import AggregatorWeighting, GradientWeighting, Weighting, WeightingOptions
+from .registry import (
+    WEIGHTINGS,
+    build_weighting,
+    describe_weightings,
+    get_weighting_class,
+    register,
+    validate_weighting_name,
+)
 
 # Strategy modules register themselves on import; the order here is the registry order, so keep
 # import sorters away from it.
@@ -23,6 +30,7 @@ from .grad_normalize import GradNormalizeWeighting
 __all__ = [
     "WEIGHTINGS",
     "EqualWeighting",
+    "AggregatorWeighting",
     "GeometricWeighting",
     "GradNormalizeWeighting",
     "GradientWeighting",
@@ -37,4 +45,5 @@ __all__ = [
     "describe_weightings",
     "get_weighting_class",
     "register",
+    "validate_weighting_name",
 ]

@@ -196,6 +196,27 @@ class GradientWeighting(Weighting):
         """log of the multiplier of task i's gradient, from its global norm over `norm_scope`."""
         raise NotImplementedError
 
-    def gradient_common_log_factor(self, grad_norms: Sequence[float]) -> float:
-        """log of the factor applied to the combined gradient once all K norms are known."""
+    def gradient_common_log_factor(self, grad_norms: Sequence[float], losses: Sequence[float]) -> float:
+        """log of the factor applied to the combined gradient once all K norms (and losses) are known."""
         return 0.0
+
+    def objective(self, losses: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{self.name} depends on the task gradients, not on the losses alone: it has no loss objective.")
+
+
+class AggregatorWeighting(GradientWeighting):
+    """Base class of strategies that need all K task gradients at once (the gradient-surgery family).
+
+    The trainer stacks the global task gradients over the shared parameters into a K × P matrix
+    (heads are not in it: each head gets its own task's raw gradient), calls `aggregate(G, losses)`
+    and writes the returned P-vector into `.grad`. No computation graph is retained; the matrix is
+    the only K-sized buffer. Every rank holds the same G (gradients are reduced before stacking), so a
+    deterministic `aggregate` (seeded randomness in its state) gives identical updates on all ranks.
+    """
+
+    def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
+        """The update direction (P,) from the task gradients (K, P) and their (checked) losses."""
+        raise NotImplementedError
+
+    def gradient_log_factor(self, i: int, grad_norm: float) -> float:
+        raise TypeError(f"{self.name} aggregates all task gradients at once; it has no per-task factor.")

@@ -21,8 +21,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
 from .base import GradientWeighting
 from .registry import register
 
@@ -48,14 +46,11 @@ class GradNormalizeWeighting(GradientWeighting):
             return -math.inf
         return -math.log(grad_norm)
 
-    def gradient_common_log_factor(self, grad_norms: Sequence[float]) -> float:
+    def gradient_common_log_factor(self, grad_norms: Sequence[float], losses: Sequence[float]) -> float:
         valid = [n for n in grad_norms if math.isfinite(n) and n > 0]
         if self.options.norm_scale == "unit" or not valid:
             return 0.0
         return math.log(max(valid) if self.options.norm_scale == "max" else sum(valid) / len(valid))
-
-    def objective(self, losses: torch.Tensor) -> torch.Tensor:
-        raise TypeError("grad_normalize depends on the task gradients, not on the losses alone: it has no loss objective.")
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "num_skipped": self.num_skipped}

@@ -36,8 +36,24 @@ def get_weighting_class(name: str) -> type[Weighting]:
     """The class registered under `name` (case-insensitive)."""
     key = name.strip().lower()
     if key not in WEIGHTINGS:
-        raise ValueError(f"weighting: unknown strategy {name!r}. Choose one of: {', '.join(WEIGHTINGS)}.")
+        raise ValueError(
+            f"weighting: unknown strategy {name!r}. Choose one of: {', '.join(WEIGHTINGS)} "
+            "(or LOSS+GRADIENT, e.g. geometric+grad_normalize)."
+        )
     return WEIGHTINGS[key]
+
+
+def validate_weighting_name(name: str) -> None:
+    """Fail early (argument parsing) on an unknown strategy or a composition that makes no sense."""
+    parts = name.split("+")
+    if len(parts) > 2:
+        raise ValueError(f"--weighting {name}: compose at most two strategies, LOSS+GRADIENT (e.g. prior+pcgrad).")
+    classes = [get_weighting_class(p) for p in parts]
+    if len(classes) == 2 and (classes[0].level != "loss" or classes[1].level != "gradient"):
+        raise ValueError(
+            f"--weighting {name}: a composition is a loss transform followed by a gradient-level strategy, "
+            f"LOSS+GRADIENT (e.g. geometric+grad_normalize); here the levels are {classes[0].level}+{classes[1].level}."
+        )
 
 
 def build_weighting(
@@ -47,7 +63,15 @@ def build_weighting(
     options: WeightingOptions | None = None,
 ) -> Weighting:
     """Instantiate strategy `name` for `tasks`; `label_stats` (training labels, by task name) is read by
-    the strategies that need it (`init` for regression tasks, `prior`)."""
+    the strategies that need it (`init` for regression tasks, `prior`). `A+B` composes a loss
+    transform A with a gradient-level strategy B (`hf_mtl.weighting.compose`)."""
+    if "+" in name:
+        from .compose import compose
+
+        validate_weighting_name(name)
+        first, second = name.split("+")
+        return compose(build_weighting(first, tasks, label_stats, options),
+                       build_weighting(second, tasks, label_stats, options))
     return get_weighting_class(name)(tasks, label_stats=label_stats, options=options)
 
 
