@@ -121,6 +121,11 @@ class TaskByTaskStep:
         heads_apart = mode == "matrix" or getattr(weighting, "norm_scope", "all") == "shared"
         combined = [p for n, p in named if not (heads_apart and _is_head(n))]
         own_head = {t: [p for n, p in named if heads_apart and _is_head(n, t)] for t in self.task_names}
+        # GradNorm-like strategies watch each task's gradient norm on the last shared weight matrix.
+        probe = None
+        if weighting.probes_last_shared_layer:
+            probe = next(p for n, p in reversed(named) if not _is_head(n) and p.dim() >= 2)
+        probe_norms: list[float] = []
 
         # Rows of every task over all micro-batches and ranks: each micro-batch loss is weighted by its share.
         counts = torch.tensor(
@@ -156,10 +161,16 @@ class TaskByTaskStep:
                 if mode == "direct":
                     log_factor = weighting.task_log_factor(i, checked[-1])
                     multiplier = running.admit(log_factor, [p.grad for p in combined if p.grad is not None])
+                    before = probe.grad.clone() if probe is not None and probe.grad is not None else None
                     self.accelerator.backward(loss * (shares[0][i] * multiplier))
                     log_factors.append(log_factor)
+                    if probe is not None:
+                        delta = probe.grad - before if before is not None else probe.grad.clone()
+                        probe_norms.append(self._probe_norm(delta) / multiplier if multiplier > 0 else math.nan)
                     continue
 
+                if probe is not None:
+                    probe_norms.append(self._probe_norm(probe.grad.clone()))
                 fresh = [p.grad for p in combined if p.grad is not None]
                 if mode == "matrix" or isinstance(weighting, GradientWeighting):
                     # The task's global gradient: reduce it now (with its own head when heads stay apart).
@@ -189,6 +200,7 @@ class TaskByTaskStep:
                 for p, h in zip(combined, held):
                     p.grad = h
 
+        weighting.observe(checked, probe_norms if probe is not None else None)
         if mode == "matrix":
             weights, cosines = self._aggregate(combined, rows, checked)
             return StepResult(losses=losses, weights=weights, cosines=cosines)
@@ -203,6 +215,11 @@ class TaskByTaskStep:
             torch._foreach_mul_([p.grad for p in combined if p.grad is not None], final)
         weights = [math.exp(f + common) if f > -math.inf else 0.0 for f in log_factors]
         return StepResult(losses=losses, weights=weights, grad_norms=norms or None)
+
+    def _probe_norm(self, local_gradient: torch.Tensor) -> float:
+        """Global norm of one task's gradient on the probed layer (summed across ranks first)."""
+        self._all_reduce_sum([local_gradient])
+        return float(local_gradient.double().norm()) / self._loss_scale()
 
     def _aggregate(
         self, params: list[torch.Tensor], rows: list[list[torch.Tensor | None]], losses: list[float]

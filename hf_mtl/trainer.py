@@ -14,6 +14,8 @@ What it overrides, and why:
   gradients: negative means conflict), means since the last log, to the training logs, so
   every `report_to` backend and `trainer_state.json` get them. `loss` itself is the plain mean of
   the task losses, comparable across strategies.
+* `create_optimizer`: adds the weighting's own trainable parameters (uncertainty, GradNorm, ...) as
+  a parameter group, so their optimizer state is checkpointed like the model's.
 * `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
   next to each checkpoint as `weighting_state.json`).
 * `create_model_card`: the multi-task card of `hf_mtl.hub` (tasks, weighting, per-task metrics, curves),
@@ -230,6 +232,16 @@ class MultiTaskTrainer(Trainer):
         return self.accelerator.prepare(loader)
 
     # ---- training -----------------------------------------------------------------------------
+
+    def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
+        """The Trainer's optimizer, plus a parameter group for a learning strategy's own parameters
+        (no weight decay; `weighting.parameter_lr()` or the trainer's learning rate)."""
+        optimizer = super().create_optimizer(model)
+        own = self.weighting.parameters()
+        if own and not any(p is own[0] for group in optimizer.param_groups for p in group["params"]):
+            lr = self.weighting.parameter_lr() or self.args.learning_rate
+            optimizer.add_param_group({"params": own, "lr": lr, "weight_decay": 0.0})
+        return optimizer
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         checkpoint = resume_from_checkpoint

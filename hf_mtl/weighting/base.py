@@ -162,6 +162,27 @@ class Weighting:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.num_clamped = int(state.get("num_clamped", 0))
 
+    # Learning strategies (uncertainty, GradNorm, DWA, FAMO, ...) -------------------------------
+
+    #: When True the trainer measures ‖∂L_i/∂W‖ for every task on the last shared weight matrix W
+    #: (the encoder's pooler, or its last layer) and passes the norms to `observe` (GradNorm).
+    probes_last_shared_layer: ClassVar[bool] = False
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """Trainable parameters of the strategy itself (e.g. learned log-variances). The trainer adds
+        them to the optimizer as their own parameter group (learning rate `parameter_lr()`), so their
+        optimizer state is checkpointed with the Trainer's; their values belong in `state_dict()`."""
+        return []
+
+    def parameter_lr(self) -> float | None:
+        """Learning rate of `parameters()`; None uses the trainer's."""
+        return None
+
+    def observe(self, losses: Sequence[float], probe_norms: Sequence[float] | None = None) -> None:
+        """Called once per optimizer step after the task factors were used, with the step's (checked,
+        rank-averaged) losses and, if `probes_last_shared_layer`, the task gradient norms on the last
+        shared layer. Update histories here, and set `.grad` of `parameters()` for the optimizer step."""
+
     def hparams(self) -> dict[str, Any]:
         """The hyperparameters this strategy uses (saved in the model config and model card)."""
         return {}
