@@ -45,6 +45,55 @@ from .tasks import TaskSpec, parse_tasks
 from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, validate_weighting_name
 
 WEIGHTING_STATE_FILE = "weighting_state.json"
+WEIGHTING_TENSORS_FILE = "weighting_state.safetensors"
+
+
+def save_weighting_state(weighting: Weighting, folder: str) -> None:
+    """The strategy's state as JSON, its tensors (EMA buffers, learned values) as safetensors: no pickle."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def split(value: Any, key: str) -> Any:
+        if isinstance(value, torch.Tensor):
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(value, Mapping):
+            return {k: split(v, f"{key}.{k}") for k, v in value.items()}
+        return value
+
+    state = split(weighting.state_dict(), "state")
+    with open(os.path.join(folder, WEIGHTING_STATE_FILE), "w") as f:
+        json.dump({"name": weighting.name, "state": state}, f, indent=2)
+    if tensors:
+        from safetensors.torch import save_file
+
+        save_file(tensors, os.path.join(folder, WEIGHTING_TENSORS_FILE))
+
+
+def load_weighting_state(weighting: Weighting, folder: str) -> bool:
+    """Restore what `save_weighting_state` wrote; False if the folder holds no weighting state."""
+    path = os.path.join(folder, WEIGHTING_STATE_FILE)
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        saved = json.load(f)
+    if saved["name"] != weighting.name:
+        raise ValueError(
+            f"resume_from_checkpoint: {folder} was trained with --weighting {saved['name']}, "
+            f"not {weighting.name}; resume with the same weighting."
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    if os.path.exists(os.path.join(folder, WEIGHTING_TENSORS_FILE)):
+        from safetensors.torch import load_file
+
+        tensors = load_file(os.path.join(folder, WEIGHTING_TENSORS_FILE))
+
+    def join(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return tensors[value["__tensor__"]] if set(value) == {"__tensor__"} else {k: join(v) for k, v in value.items()}
+        return value
+
+    weighting.load_state_dict(join(saved["state"]))
+    return True
 
 
 def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
@@ -134,8 +183,7 @@ class _WeightingStateCallback(TrainerCallback):
         if state.is_world_process_zero:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, WEIGHTING_STATE_FILE), "w") as f:
-                json.dump({"name": self.weighting.name, "state": self.weighting.state_dict()}, f, indent=2)
+            save_weighting_state(self.weighting, folder)
 
 
 class MultiTaskTrainer(Trainer):
@@ -248,16 +296,7 @@ class MultiTaskTrainer(Trainer):
         if checkpoint is True:
             checkpoint = get_last_checkpoint(self.args.output_dir)
         if isinstance(checkpoint, str):
-            path = os.path.join(checkpoint, WEIGHTING_STATE_FILE)
-            if os.path.exists(path):
-                with open(path) as f:
-                    saved = json.load(f)
-                if saved["name"] != self.weighting.name:
-                    raise ValueError(
-                        f"resume_from_checkpoint: {checkpoint} was trained with --weighting {saved['name']}, "
-                        f"not {self.weighting.name}; resume with the same weighting."
-                    )
-                self.weighting.load_state_dict(saved["state"])
+            load_weighting_state(self.weighting, checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:

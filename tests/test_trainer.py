@@ -118,3 +118,30 @@ def test_bf16_autocast_trains_grad_normalize_and_logs_norms(tmp_path, datasets, 
     for name, p in trainer.model.named_parameters():
         assert torch.isfinite(p).all(), name
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_weighting_state_with_tensors_round_trips_without_pickle(tmp_path):
+    from hf_mtl.trainer import load_weighting_state, save_weighting_state
+    from hf_mtl.weighting.equal import EqualWeighting
+
+    class WithBuffers(EqualWeighting):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.ema = torch.zeros(2, 3)
+
+        def state_dict(self):
+            return {**super().state_dict(), "ema": self.ema, "nested": {"steps": 4, "last": torch.ones(2)}}
+
+        def load_state_dict(self, state):
+            super().load_state_dict(state)
+            self.ema, self.nested = state["ema"], state["nested"]
+
+    saved = WithBuffers(TASKS[:2])
+    saved.ema = torch.arange(6.0).reshape(2, 3)
+    save_weighting_state(saved, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["weighting_state.json", "weighting_state.safetensors"]
+    restored = WithBuffers(TASKS[:2])
+    assert load_weighting_state(restored, str(tmp_path))
+    torch.testing.assert_close(restored.ema, saved.ema)
+    assert restored.nested["steps"] == 4 and torch.equal(restored.nested["last"], torch.ones(2))
+    assert not load_weighting_state(restored, str(tmp_path / "missing"))
