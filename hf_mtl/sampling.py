@@ -71,7 +71,10 @@ class MultiTaskBatchSampler(Sampler[list[tuple[int, int]]]):
         if batch_size < 1:
             raise ValueError(f"per_device_train_batch_size={batch_size} must be at least 1.")
         self.task_sizes = list(task_sizes)
-        self.batch_size = batch_size
+        self.rows_per_task = batch_size
+        # accelerate's BatchSamplerShard reads `batch_size` as the number of indices in one batch to
+        # tell full batches from a short last one: here that is one batch of every task.
+        self.batch_size = batch_size * len(self.task_sizes)
         self.seed = seed
         self.batches_per_step = batches_per_step
         self.epoch = 0
@@ -87,13 +90,13 @@ class MultiTaskBatchSampler(Sampler[list[tuple[int, int]]]):
     def task_stream(self, task: int) -> np.ndarray:
         """The row order of one task for the current epoch: concatenated seeded permutations."""
         n = self.task_sizes[task]
-        needed = self.num_batches * self.batch_size
+        needed = self.num_batches * self.rows_per_task
         rng = np.random.default_rng([self.seed, self.epoch, task])
         return np.concatenate([rng.permutation(n) for _ in range(math.ceil(needed / n))])[:needed]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         streams = [self.task_stream(t) for t in range(len(self.task_sizes))]
-        b = self.batch_size
+        b = self.rows_per_task
         for j in range(self.num_batches):
             yield [(t, int(row)) for t, stream in enumerate(streams) for row in stream[j * b : (j + 1) * b]]
 

@@ -45,6 +45,22 @@ class _Composed:
     def check_loss(self, i: int, loss: float) -> float:
         return self.loss_part.check_loss(i, loss)
 
+    # A learning loss transform (uncertainty, GradNorm, DWA, RLW, FAMO) keeps learning inside a composition.
+
+    @property
+    def probes_last_shared_layer(self) -> bool:  # type: ignore[override]
+        return self.loss_part.probes_last_shared_layer
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return self.loss_part.parameters() + self.gradient_part.parameters()
+
+    def parameter_lr(self) -> float | None:
+        return self.loss_part.parameter_lr()
+
+    def observe(self, losses: Sequence[float], probe_norms: Sequence[float] | None = None) -> None:
+        self.loss_part.observe(losses, probe_norms)
+        self.gradient_part.observe(losses, None)
+
     def loss_weights(self, losses: Sequence[float]) -> torch.Tensor:
         return torch.exp(torch.as_tensor(self.loss_part.log_weights(losses)))
 
