@@ -1,0 +1,223 @@
+"""Two real processes (torchrun, gloo) against one process with the same global batch.
+
+`tests/distributed_worker.py` trains the tiny model of `conftest.tiny_model` (dropout off) on real
+GLUE rows with `MultiTaskTrainer`, for every run of a list, in one `torchrun` launch per process
+count (start-up costs more than a run). The one-process runs use a per-device batch twice (or four
+times, against gradient accumulation) as large, so both see the same global batch at every step.
+Then, for each strategy:
+
+* every rank holds bit-identical parameters and the same weighting state;
+* the parameters agree with the one-process run to 1e-5 (relative), and so does each tensor's
+  update (to 1e-3, relative to its size: the update is what a wrong gradient would change);
+* the logged `loss_<task>`, `weight_<task>`, `grad_norm_<task>` and `loss` of every step agree to 1e-5.
+
+Plain SGD with a constant learning rate and no clipping keeps the comparison sensitive; one AdamW run
+with clipping checks that nothing drifts apart there either. The same comparison runs with FSDP2
+(`fully_shard` on CPU, see `test_fsdp2_two_processes_match_one_process`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+pytestmark = pytest.mark.distributed
+
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+TIMEOUT_S = 240
+BATCH = 4  # rows per task and process with 2 processes; the global batch is 8 rows per task
+
+SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize"]
+ADAMW = {"optim": "adamw_torch", "lr": 1e-3, "scheduler": "linear", "max_grad_norm": 1.0,
+         "args": {"weight_decay": 0.01}}
+# `max` multiplies the update by the largest task gradient norm (~10 here): a smaller step keeps it tame.
+SHARED_MAX = {"lr": 0.05, "args": {"norm_scope": "shared", "norm_scale": "max"}}
+# FSDP2 through the Trainer's own arguments. BertLayer only: accelerate's default auto-wrap takes the
+# model's `_no_split_modules` (BertEmbeddings too) and then shards the word embeddings a second time.
+FSDP2 = {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": ["BertLayer"]},
+         "fsdp_on_cpu": True}
+
+# The one-process runs (global batch 8 rows per task).
+ONE_PROCESS: dict[str, dict] = {name: {"weighting": name, "batch": 2 * BATCH} for name in SGD_STRATEGIES}
+ONE_PROCESS["grad_normalize_shared_max"] = {"weighting": "grad_normalize", "batch": 2 * BATCH, **SHARED_MAX}
+ONE_PROCESS["geometric_adamw"] = {"weighting": "geometric", "batch": 2 * BATCH, **ADAMW}
+
+# The two-process runs: name -> (run, the one-process run it must match).
+TWO_PROCESSES: dict[str, tuple[dict, str]] = {
+    name: ({"weighting": name, "batch": BATCH}, name) for name in SGD_STRATEGIES}
+for _name in ("geometric", "grad_normalize"):
+    # 2 processes × 2 micro-batches of 2 rows against 1 process × 8 rows
+    TWO_PROCESSES[f"{_name}_accum2"] = ({"weighting": _name, "batch": BATCH // 2, "accum": 2}, _name)
+TWO_PROCESSES["grad_normalize_shared_max"] = (
+    {"weighting": "grad_normalize", "batch": BATCH, **SHARED_MAX}, "grad_normalize_shared_max")
+TWO_PROCESSES["geometric_adamw"] = ({"weighting": "geometric", "batch": BATCH, **ADAMW}, "geometric_adamw")
+# Activation checkpointing turns DDP's find_unused_parameters off (DESIGN §3); the sums must still be global.
+TWO_PROCESSES["geometric_checkpointing"] = (
+    {"weighting": "geometric", "batch": BATCH, "args": {"gradient_checkpointing": True}}, "geometric")
+DDP_CASES = list(TWO_PROCESSES)
+# Last in the launch, so that no FSDP state can leak into the DDP runs.
+for _name in ("equal", "grad_normalize"):
+    TWO_PROCESSES[f"fsdp2_{_name}"] = ({"weighting": _name, "batch": BATCH, **FSDP2}, _name)
+FSDP2_CASES = [name for name in TWO_PROCESSES if name.startswith("fsdp2_")]
+# What the engine does today under FSDP2: it all-reduces `.grad` itself, and `.grad` is a sharded DTensor.
+FSDP2_KNOWN_FAILURE = "c10d.allreduce_.default does not have a sharding strategy registered"
+
+
+def _runs(processes: int) -> list[dict]:
+    if processes == 1:
+        return [{"name": name, **run} for name, run in ONE_PROCESS.items()]
+    return [{"name": name, **run} for name, (run, _) in TWO_PROCESSES.items()]
+
+
+def _launch(processes: int, runs: list[dict], glue_dir: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+        str(WORKER), "--glue_dir", str(glue_dir), "--out", str(out), "--runs", json.dumps(runs),
+        "--watchdog", str(TIMEOUT_S - 30),
+    ]
+    with open(out.with_suffix(".log"), "w") as log:
+        # A session of its own, so that a time-out can stop torchrun and its workers together.
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=WORKER.parents[1],
+                                start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def launches(glue_dir, minilm_path, tmp_path_factory) -> dict[int, Path]:
+    """Both launches at once (3 processes on 2 cores still beats running them one after the other)."""
+    root = tmp_path_factory.mktemp("distributed")
+    outs = {n: root / f"nproc{n}" for n in (2, 1)}
+    started = time.monotonic()
+    procs = {n: _launch(n, _runs(n), glue_dir, out) for n, out in outs.items()}
+    for n, proc in procs.items():
+        try:
+            proc.wait(timeout=max(1.0, TIMEOUT_S - (time.monotonic() - started)))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return outs
+
+
+def _log_tail(out: Path, chars: int = 4000) -> str:
+    path = out.with_suffix(".log")
+    return path.read_text()[-chars:] if path.exists() else "(no log)"
+
+
+def _load(out: Path, name: str, processes: int) -> tuple[list[dict[str, torch.Tensor]], list[dict]]:
+    """Every rank's parameters and result, or fail with the worker's own error."""
+    folder = out / name
+    errors = sorted(folder.glob("error.rank*.txt"))
+    if errors:
+        pytest.fail(f"{processes}-process run {name!r} raised:\n{errors[0].read_text()[-3000:]}", pytrace=False)
+    results = [folder / f"result.rank{r}.json" for r in range(processes)]
+    if not all(p.exists() for p in results):
+        pytest.fail(f"{processes}-process run {name!r} left no result; launch log tail:\n{_log_tail(out)}", pytrace=False)
+    params = [load_file(str(folder / f"params.rank{r}.safetensors")) for r in range(processes)]
+    return params, [json.loads(p.read_text()) for p in results]
+
+
+def _step_logs(result: dict) -> list[dict]:
+    return [h for h in result["log_history"] if "loss" in h and "train_runtime" not in h]
+
+
+def _assert_same_values(actual, expected, where: str, rel: float = 1e-5, abs_: float = 1e-8) -> None:
+    """Nested dicts / lists of numbers equal up to `rel` (strings and the like exactly)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and sorted(actual) == sorted(expected), f"{where}: keys {actual} != {expected}"
+        for k in expected:
+            _assert_same_values(actual[k], expected[k], f"{where}.{k}", rel, abs_)
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: {actual} != {expected}"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _assert_same_values(a, e, f"{where}[{i}]", rel, abs_)
+    elif isinstance(expected, float) and not isinstance(actual, bool):
+        assert isinstance(actual, (int, float)), f"{where}: {actual!r} != {expected!r}"
+        if not (math.isnan(expected) and math.isnan(actual)):
+            assert actual == pytest.approx(expected, rel=rel, abs=abs_), f"{where}: {actual!r} != {expected!r}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def _assert_parameters_match(two: dict[str, torch.Tensor], one: dict[str, torch.Tensor],
+                             initial: dict[str, torch.Tensor]) -> None:
+    assert sorted(two) == sorted(one)
+    updates = {n: one[n] - initial[n] for n in one}
+    largest = max(u.norm().item() for u in updates.values())
+    assert max(u.abs().max().item() for u in updates.values()) > 1e-3, "parameters did not move: vacuous comparison"
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        # The update itself, relative to its size: catches a gradient off by a factor in a small tensor.
+        # (Tensors whose true update is ~0, such as attention key biases, carry only rounding noise.)
+        reference = updates[name].norm().item()
+        if reference > 1e-6 * largest:
+            error = (two[name] - initial[name] - updates[name]).norm().item()
+            assert error <= 1e-3 * reference, f"{name}: update differs by {error / reference:.2e} (relative)"
+
+
+@pytest.fixture(scope="module")
+def initial_parameters() -> dict[str, torch.Tensor]:
+    from hf_mtl.tasks import GLUE_TASKS
+
+    from conftest import tiny_model
+
+    model = tiny_model([GLUE_TASKS[n] for n in ("sst2", "stsb", "mrpc")])
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _check_against_one_process(name: str, launches: dict[int, Path], initial: dict[str, torch.Tensor],
+                               wrapper_prefix: str) -> None:
+    two_params, two = _load(launches[2], name, 2)
+    (one_params,), (one,) = _load(launches[1], TWO_PROCESSES[name][1], 1)
+    assert [r["world_size"] for r in two] == [2, 2] and one["world_size"] == 1
+    assert two[0]["model_class"].startswith(wrapper_prefix), two[0]["model_class"]
+    wanted = TWO_PROCESSES[name][0].get("args", {}).get("gradient_checkpointing", False)
+    assert two[0]["gradient_checkpointing"] == wanted
+
+    # Every rank: identical parameters (bit for bit), weighting state and logs.
+    for key, tensor in two_params[0].items():
+        assert torch.equal(tensor, two_params[1][key]), f"rank 0 and rank 1 differ in {key}"
+    assert two[0]["weighting_state"] == two[1]["weighting_state"]
+    assert _step_logs(two[0]) == _step_logs(two[1])
+
+    # Same as one process with the same global batch.
+    _assert_parameters_match(two_params[0], one_params, initial)
+    _assert_same_values(two[0]["weighting_state"], one["weighting_state"], "weighting_state")
+    steps_two, steps_one = _step_logs(two[0]), _step_logs(one)
+    assert len(steps_one) == 3 and len(steps_two) == len(steps_one)
+    for step, (a, b) in enumerate(zip(steps_two, steps_one), start=1):
+        assert sorted(a) == sorted(b), f"step {step}: logged keys differ"
+        assert any(k.startswith("weight_") for k in b) and any(k.startswith("loss_") for k in b)
+        _assert_same_values(a, b, f"log step {step}")
+
+
+@pytest.mark.parametrize("name", DDP_CASES)
+def test_ddp_two_processes_match_one_process(name, launches, initial_parameters):
+    _check_against_one_process(name, launches, initial_parameters, "DistributedDataParallel")
+
+
+@pytest.mark.parametrize("name", FSDP2_CASES)
+def test_fsdp2_two_processes_match_one_process(name, launches, initial_parameters):
+    """FSDP2 (`fully_shard`, gloo) on CPU, through `fsdp` / `fsdp_config` of the TrainingArguments.
+
+    accelerate 1.x keeps an FSDP plugin only for accelerator devices and silently trains CPU
+    processes with DDP; torch's `fully_shard` itself runs on CPU, so the worker switches
+    accelerate's state to FSDP as the GPU path would (`distributed_worker.fsdp_on_cpu`).
+    """
+    errors = sorted((launches[2] / name).glob("error.rank*.txt"))
+    if errors and FSDP2_KNOWN_FAILURE in errors[0].read_text():
+        pytest.xfail(
+            "hf_mtl.engine does not support FSDP2 yet: it runs the task backwards under no_sync and then "
+            "calls dist.all_reduce on each .grad, a sharded DTensor under FSDP2 (NotImplementedError: "
+            f"{FSDP2_KNOWN_FAILURE})")
+    _check_against_one_process(name, launches, initial_parameters, "FSDP")
