@@ -147,6 +147,7 @@ LN2, LN3 = math.log(2), math.log(3)
 SST2_ENTROPY = 2 * LN2 - 0.75 * LN3  # −(3/4 log 3/4 + 1/4 log 1/4)
 MNLI_ENTROPY = 1.5 * LN2  # −(1/2 log 1/2 + 2 · 1/4 log 1/4)
 FIXED_LOSSES = [0.5, 2.0, 8.0]
+RLW_Z = np.array([-0.1321048632913019, 0.1257302210933933, 0.6404226504432821])  # sst2, mnli, stsb
 
 #: (name, options, weights dF/dL_i, objective F) at FIXED_LOSSES.
 EXACT_CASES = {
@@ -177,6 +178,17 @@ EXACT_CASES = {
         "power", WeightingOptions(gamma=2.0), [0.5 / (3 * math.sqrt(22.75)), 2 / (3 * math.sqrt(22.75)),
                                                8 / (3 * math.sqrt(22.75))], math.sqrt(22.75),
     ),
+    # Learned strategies in their initial state: s = 0, w = 1, ξ = 0, fewer than two DWA windows.
+    "uncertainty": ("uncertainty", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
+    "gradnorm": ("gradnorm", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
+    "dwa": ("dwa", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
+    # The first draw of np.random.default_rng(0), in alphabetical task order (mnli, sst2, stsb).
+    "rlw": (
+        "rlw", WeightingOptions(), np.exp(RLW_Z) / np.exp(RLW_Z).sum(),
+        float(np.exp(RLW_Z) @ FIXED_LOSSES / np.exp(RLW_Z).sum()),
+    ),
+    # ξ = 0: z = 1/3, c = (2 + 1/2 + 1/8)/3 = 7/8, dF/dL_i = (1/L_i) / Σ_j (1/L_j), F = (1/3) log 8 / c
+    "famo": ("famo", WeightingOptions(), [16 / 21, 4 / 21, 1 / 21], 8 * LN2 / 7),
 }
 
 

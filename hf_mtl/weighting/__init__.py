@@ -24,7 +24,20 @@ from .prior import PriorWeighting
 from .realtime import RealtimeWeighting
 from .geometric import GeometricWeighting
 from .power import PowerWeighting
+from .uncertainty import UncertaintyWeighting
+from .gradnorm import GradNormWeighting
+from .dwa import DynamicWeightAverage
+from .rlw import RandomWeighting
+from .famo import FAMOWeighting
 from .grad_normalize import GradNormalizeWeighting
+from .pcgrad import PCGradWeighting
+from .mgda import MGDAWeighting
+from .cagrad import CAGradWeighting
+from .imtl import IMTLGWeighting
+from .nash_mtl import NashMTLWeighting
+from .aligned_mtl import AlignedMTLWeighting
+from .upgrad import UPGradWeighting
+from .db_mtl import DBMTLWeighting
 # isort: on
 
 __all__ = [
@@ -46,4 +59,17 @@ __all__ = [
     "get_weighting_class",
     "register",
     "validate_weighting_name",
+    "AlignedMTLWeighting",
+    "CAGradWeighting",
+    "DynamicWeightAverage",
+    "FAMOWeighting",
+    "GradNormWeighting",
+    "RandomWeighting",
+    "UncertaintyWeighting",
+    "DBMTLWeighting",
+    "IMTLGWeighting",
+    "MGDAWeighting",
+    "NashMTLWeighting",
+    "PCGradWeighting",
+    "UPGradWeighting",
 ]

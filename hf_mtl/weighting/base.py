@@ -47,6 +47,15 @@ class WeightingOptions:
             receives its task's raw gradient).
         norm_scale: the scale of a normalised combination: `"unit"` (Σ g_i/‖g_i‖), `"max"` (times
             max_i ‖g_i‖, as DB-MTL) or `"mean"` (times the mean ‖g_i‖).
+        weighting_lr: learning rate of a strategy's own parameters (uncertainty, GradNorm, FAMO);
+            None = 0.025.
+        gradnorm_alpha: GradNorm's restoring-force exponent α.
+        dwa_temperature, dwa_window: DWA's temperature T and its loss-averaging window in steps.
+        famo_weight_decay: FAMO's decay of its logits.
+        cagrad_c: CAGrad's conflict-aversion radius c.
+        db_beta: DB-MTL's moving-average coefficient β.
+        seed: seed of randomised strategies (RLW's weights, PCGrad's task orders); the trainer passes
+            its own seed, so every rank draws the same.
     """
 
     gamma: float = 0.5
@@ -55,6 +64,14 @@ class WeightingOptions:
     loss_epsilon: float = 1e-8
     norm_scope: Literal["all", "shared"] = "all"
     norm_scale: Literal["unit", "max", "mean"] = "unit"
+    weighting_lr: float | None = None
+    gradnorm_alpha: float = 1.5
+    dwa_temperature: float = 2.0
+    dwa_window: int = 50
+    famo_weight_decay: float = 0.001
+    cagrad_c: float = 0.4
+    db_beta: float = 0.9
+    seed: int = 0
 
     def __post_init__(self) -> None:
         # With epsilon <= 0 a zero loss would pass the clamp and fail later as a bare "math domain error".

@@ -106,8 +106,13 @@ class ComposedAggregator(_Composed, AggregatorWeighting):
         self._bind(loss_part, gradient_part)
 
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
-        weights = self.loss_weights(losses).to(grads)
-        return self.gradient_part.aggregate(grads * weights[:, None], losses)
+        # Scale the rows in place (no second K × P matrix) and undo it after: the engine reads G again.
+        weights = self.loss_weights(losses).to(grads)[:, None]
+        grads.mul_(weights)
+        try:
+            return self.gradient_part.aggregate(grads, losses)
+        finally:
+            grads.div_(torch.where(weights > 0, weights, torch.ones_like(weights)))
 
 
 def compose(loss_part: Weighting, gradient_part: Weighting) -> GradientWeighting:

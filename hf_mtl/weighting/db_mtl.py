@@ -1,0 +1,87 @@
+"""`db_mtl`: dual-balancing multi-task learning (Lin et al. 2023, "Dual-Balancing for Multi-Task
+Learning", arXiv:2308.12029; as in LibMTL's `DB_MTL`).
+
+Two balancing steps:
+
+* loss scale: each task is trained on log L_i, whose gradient is g_i / L_i (invariant to multiplying
+  L_i by a constant), smoothed over steps by an exponential moving average,
+      m_i ← β m_i + (1 − β) g_i / L_i,   m_i = 0 before the first step (no bias correction, as LibMTL);
+* gradient magnitude: every task contributes its normalised average, scaled to the largest norm,
+      d = max_j ‖m_j‖ · Σ_i m_i / ‖m_i‖.
+
+β defaults to 0.9 (option `db_beta`; LibMTL's `DB_beta`, with its `DB_beta_sigma` = 0). Losses are
+clamped at `loss_epsilon` (counted) and must be positive, as for the log-based loss strategies. A task
+whose average is zero contributes nothing. Solver: none (closed form).
+
+Memory and state: the K × P average `ema` over the shared parameters is this strategy's own buffer,
+beside the engine's K × P matrix; it is a tensor in `state_dict()`, so the trainer saves it with every
+checkpoint (safetensors), together with `steps`. Non-finite gradients (an fp16 overflow) leave the
+average untouched and are passed through summed, so a grad scaler skips the step. Because the update
+mixes past gradients, the engine's logged "effective weights" (the least-squares coefficients of the
+update on the current gradients) are only a projection of it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .base import AggregatorWeighting
+from .registry import register
+
+
+@register
+class DBMTLWeighting(AggregatorWeighting):
+    """max_j ‖m_j‖ · Σ_i m_i/‖m_i‖ with m_i the moving average of ∇log L_i."""
+
+    name = "db_mtl"
+    description = "DB-MTL (Lin et al. 2023): EMA of log-loss gradients, each normalised, scaled to the largest norm (--db_beta)"
+    log_based = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.beta = float(getattr(self.options, "db_beta", 0.9))
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"db_mtl: db_beta={self.beta!r} must be in [0, 1) (default 0.9; 0 = no averaging).")
+        self.ema: torch.Tensor | None = None
+        self.steps = 0
+
+    def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
+        if not torch.isfinite(grads.sum(1)).all():  # row sums: no K × P temporary
+            return grads.sum(0)
+        if self.ema is None:
+            self.ema = torch.zeros_like(grads)
+        elif self.ema.shape != grads.shape:
+            raise ValueError(
+                f"db_mtl: the saved gradient average has shape {tuple(self.ema.shape)} but the task gradients have "
+                f"{tuple(grads.shape)}; resume with the same model and tasks."
+            )
+        self.ema = self.ema.to(grads)
+        for i, loss in enumerate(losses):
+            # Composed as A+db_mtl the losses were checked by A, which may not be log-based: guard here too.
+            if loss < 0:
+                raise ValueError(f"db_mtl: task {self.task_names[i]!r} has a negative loss {loss:.6g}; log L needs L > 0.")
+            self.ema[i].mul_(self.beta).add_(grads[i], alpha=(1.0 - self.beta) / max(loss, self.options.loss_epsilon))
+        self.steps += 1
+        norms = torch.linalg.vector_norm(self.ema, dim=1).double()
+        if not (norms > 0).any():
+            return torch.zeros_like(grads[0])
+        scale = torch.where(norms > 0, norms.max() / norms, torch.zeros_like(norms))
+        return scale.to(grads) @ self.ema
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {**super().state_dict(), "steps": self.steps}
+        if self.ema is not None:
+            state["ema"] = self.ema
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.steps = int(state.get("steps", 0))
+        self.ema = state["ema"].clone() if "ema" in state else None
+
+    def hparams(self) -> dict[str, Any]:
+        return {"beta": self.beta}
