@@ -395,9 +395,19 @@ def label_statistics(dataset: datasets.Dataset, spec: TaskSpec) -> LabelStatisti
         )
     if len(dataset) == 0:
         raise ValueError(f"task {spec.name!r}: label statistics need at least one row; the split is empty.")
-    labels = _arrow_column(dataset, column).to_numpy()
+    labels = _arrow_column(dataset, column).to_numpy(zero_copy_only=False)
+    # A split that did not come through prepare_dataset (a user's own tokenised data) is checked here too:
+    # a NaN target or a fractional class id would otherwise only show up as a NaN loss, or silently truncated.
+    numbers = labels.astype(np.float64)
+    bad = ~np.isfinite(numbers) if spec.kind == "regression" else ~np.isfinite(numbers) | (numbers % 1 != 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"task {spec.name!r}: row {first} has label {_arrow_column(dataset, column)[first].as_py()!r}, not a valid {spec.kind} label "
+            f"({int(bad.sum())} such row(s)). Prepare the data with prepare_dataset, which reports the offending row."
+        )
     if spec.kind == "regression":
-        targets = labels.astype(np.float64)
+        targets = numbers
         return LabelStatistics(num_rows=len(targets), mean=float(targets.mean()), variance=float(targets.var()),
                                mean_square=float(np.mean(targets**2)))
     if labels.min() < 0 or labels.max() >= spec.num_labels:

@@ -23,19 +23,48 @@ micro-batch's loss is pre-scaled by its share of the global row count): once per
 strategies, once per task when a strategy needs the task's global gradient. Syncing through DDP's
 own hooks instead would reduce every task's backward and, with the last task's backward alone
 synced, could leave another task's head with a rank-local gradient (DESIGN §3).
+
+Numerical faults (`nan_policy`): a non-finite task loss, or a finite loss whose gradient is not finite.
+The losses are checked as they arrive (they are computed anyway); the gradient is checked once per step
+on the combined gradient (one read of the gradients, after the cross-rank reduction, so every rank
+takes the same decision), and per task where per-task gradients exist anyway. With an fp16 grad scaler
+non-finite gradients are the scaler's business (it skips the step and lowers its scale).
+
+* `raise` (default): FloatingPointError naming the step, the task and the batch (micro-batch and
+  training-set rows). For a non-finite combined gradient the tasks are re-run one by one to name the
+  one(s) whose gradient is not finite.
+* `skip_step`: the step makes no update: every gradient (the model's and the strategy's own
+  parameters') is set to None, so the optimizer skips every parameter (AdamW's step count and moments
+  do not move). The Trainer still counts the step and advances the learning-rate schedule.
+* `skip_task`: the task contributes nothing this step: its gradient is dropped, its weight is 0 and its
+  loss is left out of the logged means. The other tasks' factors come from the strategy as usual;
+  where a strategy needs all K losses (common factors such as `power`'s, `observe`) or K gradient norms,
+  the skipped task's value is replaced by the mean of the finite tasks' values. To tell a task's
+  non-finite gradient apart, every task's gradient is summed on its own (the per-task path: one extra
+  parameter-sized buffer). Aggregators (all K gradients at once) cannot drop a row: for them a
+  skipped task skips the step. So does a step in which every task is skipped.
+
+Skips are counted (`skipped_steps`, `skipped_tasks`, checkpointed with the weighting state) and
+logged as a warning naming the step and the task.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from .weighting import AggregatorWeighting, GradientWeighting, Weighting
+
+logger = logging.getLogger(__name__)
+
+#: What a non-finite loss or gradient does (see the module docstring).
+NAN_POLICIES = ("raise", "skip_step", "skip_task")
 
 
 @dataclass
@@ -52,10 +81,23 @@ class StepResult:
     weights: list[float]
     grad_norms: list[float] | None = None
     cosines: list[list[float]] | None = None
+    #: `nan_policy` skipped the whole step (no update) / left these tasks out of it.
+    skipped_step: bool = False
+    skipped_tasks: list[str] = field(default_factory=list)
 
     @property
     def mean_loss(self) -> float:
-        return sum(self.losses) / len(self.losses)
+        """Mean of the task losses (of the tasks not skipped); NaN for a skipped step."""
+        finite = [loss for loss in self.losses if math.isfinite(loss)]
+        return sum(finite) / len(finite) if finite and not self.skipped_step else math.nan
+
+
+class _SkipStep(Exception):
+    """Abandons the current step (nan_policy skip_step, or skip_task where the task cannot be left out)."""
+
+    def __init__(self, reason: str, losses: list[float]) -> None:
+        super().__init__(reason)
+        self.losses = losses
 
 
 class _RunningSum:
@@ -89,12 +131,44 @@ class TaskByTaskStep:
         weighting: the strategy that turns the task losses (or gradients) into factors.
         task_names: the tasks, in the order every rank processes them.
         accelerator: the Trainer's accelerator (backward with its grad scaler, `no_sync`).
+        nan_policy: `raise`, `skip_step` or `skip_task` (see the module docstring).
+        locate_rows: `(step, micro_batch, task_index) -> training-set rows` of this process's micro-batch,
+            used to name the rows of a faulty batch; None names the micro-batch only.
     """
 
-    def __init__(self, weighting: Weighting, task_names: Sequence[str], accelerator: Any) -> None:
+    def __init__(
+        self,
+        weighting: Weighting,
+        task_names: Sequence[str],
+        accelerator: Any,
+        nan_policy: str = "raise",
+        locate_rows: Callable[[int, int, int], list[int] | None] | None = None,
+    ) -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise ValueError(f"--nan_policy {nan_policy!r} is not one of: {', '.join(NAN_POLICIES)}.")
         self.weighting = weighting
         self.task_names = list(task_names)
         self.accelerator = accelerator
+        self.nan_policy = nan_policy
+        self.locate_rows = locate_rows
+        self.skipped_steps = 0
+        self.skipped_tasks = dict.fromkeys(self.task_names, 0)
+
+    # ---- fault counters (checkpointed with the weighting state) ----------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped_steps": self.skipped_steps, "skipped_tasks": dict(self.skipped_tasks)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.skipped_steps = int(state.get("skipped_steps", 0))
+        saved = state.get("skipped_tasks") or {}
+        self.skipped_tasks = {name: int(saved.get(name, 0)) for name in self.task_names}
+
+    def skip_counts(self) -> dict[str, int]:
+        """The non-zero skip counters as training-log entries: `nan_skipped_steps`, `nan_skipped_<task>`."""
+        counts = {"nan_skipped_steps": self.skipped_steps,
+                  **{f"nan_skipped_{name}": n for name, n in self.skipped_tasks.items()}}
+        return {key: n for key, n in counts.items() if n}
 
     @property
     def distributed(self) -> bool:
@@ -111,9 +185,40 @@ class TaskByTaskStep:
         return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
 
     def __call__(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]], step: int) -> StepResult:
+        """One optimizer step's gradients for optimizer step number `step` (1-based, as the Trainer logs it)."""
+        try:
+            return self._step(model, micro_batches, step)
+        except _SkipStep as skip:
+            for p in [*model.parameters(), *self.weighting.parameters()]:
+                p.grad = None
+            self.skipped_steps += 1
+            logger.warning("step %d skipped (--nan_policy %s): %s", step, self.nan_policy, skip)
+            losses = skip.losses + [math.nan] * (len(self.task_names) - len(skip.losses))
+            return StepResult(losses=losses, weights=[0.0] * len(self.task_names), skipped_step=True)
+
+    def _where(self, step: int, task: int, micro_batches: Sequence[int], total: int) -> str:
+        """Names this process's micro-batch(es) of `task` at `step`, with their training rows when known."""
+        parts = []
+        for m in micro_batches:
+            rows = self.locate_rows(step, m, task) if self.locate_rows is not None else None
+            shown = "" if rows is None else f", training rows {rows[:8]}{' ...' if len(rows) > 8 else ''}"
+            parts.append(f"micro-batch {m + 1} of {total}{shown}")
+        rank = f" on rank {dist.get_rank()}" if self.distributed else ""
+        return "; ".join(parts) + rank
+
+    def _finite_everywhere(self, value: float, device: torch.device) -> bool:
+        """Is `value` finite on every rank (one scalar all-reduce: NaN/inf anywhere spreads to the sum)."""
+        flag = torch.tensor([value], dtype=torch.float64, device=device)
+        self._all_reduce_sum([flag])
+        return math.isfinite(float(flag.item()))
+
+    def _step(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]], step: int) -> StepResult:
         weighting = self.weighting
+        skip_task = self.nan_policy == "skip_task"
+        # skip_task sums every task's gradient on its own so that a non-finite one can be told apart.
         mode = "matrix" if isinstance(weighting, AggregatorWeighting) else (
-            "task" if isinstance(weighting, GradientWeighting) or len(micro_batches) > 1 else "direct")
+            "task" if isinstance(weighting, GradientWeighting) or len(micro_batches) > 1 or skip_task else "direct")
+        scaled = self._loss_scale() != 1.0  # fp16: the grad scaler handles non-finite gradients
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         device = named[0][1].device
         # Parameters whose gradients are combined across tasks. Heads stay outside when a strategy works
@@ -139,6 +244,28 @@ class TaskByTaskStep:
         held: list[torch.Tensor | None] = [None] * len(combined)
         rows: list[list[torch.Tensor | None]] = []
         losses, checked, log_factors, norms = [], [], [], []
+        skipped: list[int] = []
+        k = len(micro_batches)
+
+        def skip(i: int, task: str, reason: str) -> None:
+            """Apply skip_step / skip_task to task i, whose gradient (task/matrix mode) is in `.grad` alone."""
+            if self.nan_policy == "skip_step" or mode == "matrix":
+                raise _SkipStep(f"task {task!r}: {reason}", losses)
+            if mode != "direct":
+                for p, h in zip(combined, held):
+                    p.grad = h
+                for p in own_head[task]:
+                    p.grad = None
+            skipped.append(i)
+            checked.append(math.nan)
+            log_factors.append(-math.inf)
+            if isinstance(weighting, GradientWeighting):
+                norms.append(math.nan)
+            if probe is not None and len(probe_norms) < len(checked):
+                probe_norms.append(math.nan)
+            self.skipped_tasks[task] += 1
+            logger.warning("step %d: task %r left out of the step (--nan_policy skip_task): %s", step, task, reason)
+
         with self.accelerator.no_sync(model):
             for i, task in enumerate(self.task_names):
                 if mode != "direct":
@@ -146,17 +273,28 @@ class TaskByTaskStep:
                     for p in combined:
                         p.grad = None
                 loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+                parts = []
                 for m, mb in enumerate(micro_batches):
                     loss = model(**mb[task]).loss
+                    parts.append(loss.detach())
                     loss_sum += loss.detach().double() * float(counts[m, i])
                     if mode != "direct":
                         self.accelerator.backward(loss * shares[m][i])
                 self._all_reduce_sum([loss_sum])
                 losses.append(float(loss_sum / totals[i].cpu()))
-                try:
-                    checked.append(weighting.check_loss(i, losses[-1]))
-                except FloatingPointError as err:
-                    raise FloatingPointError(f"step {step}: {err}") from None
+                if not math.isfinite(losses[-1]):
+                    bad = [m for m, part in enumerate(parts) if not torch.isfinite(part)][:1]
+                    where = self._where(step, i, bad, k) if bad else f"a micro-batch of another rank (of {k} each)"
+                    if self.nan_policy != "raise":
+                        skip(i, task, f"non-finite loss {losses[-1]} ({where})")
+                        continue
+                    try:
+                        weighting.check_loss(i, losses[-1])
+                    except FloatingPointError as err:
+                        raise FloatingPointError(
+                            f"step {step}: {err} The batch: {where}. --nan_policy skip_step or skip_task skips such "
+                            "steps or tasks instead of stopping.") from None
+                checked.append(weighting.check_loss(i, losses[-1]))
 
                 if mode == "direct":
                     log_factor = weighting.task_log_factor(i, checked[-1])
@@ -176,17 +314,28 @@ class TaskByTaskStep:
                     # The task's global gradient: reduce it now (with its own head when heads stay apart).
                     self._all_reduce_sum(fresh + [p.grad for p in own_head[task] if p.grad is not None])
                 if mode == "matrix":
+                    if not scaled and not math.isfinite(
+                            _global_norm(fresh + [p.grad for p in own_head[task] if p.grad is not None])):
+                        self._gradient_fault(step, [i], losses, k, lambda reason: skip(i, task, reason))
                     rows.append([p.grad for p in combined])
                     for p, h in zip(combined, held):
                         p.grad = h
                     continue
                 if isinstance(weighting, GradientWeighting):
                     norms.append(_global_norm(fresh) / self._loss_scale())
+                    if not math.isfinite(norms[-1]) and not scaled:
+                        norms.pop()
+                        self._gradient_fault(step, [i], losses, k, lambda reason: skip(i, task, reason))
+                        continue
                     log_factor = weighting.gradient_log_factor(i, norms[-1])
-                    if not math.isfinite(norms[-1]) and self._loss_scale() != 1.0:
+                    if not math.isfinite(norms[-1]) and scaled:
                         # fp16 overflow: let the inf reach the grad scaler, which skips the step and lowers its scale.
                         log_factor = running.ref if running.ref is not None else 0.0
                 else:
+                    if skip_task and not scaled and not self._finite_everywhere(
+                            _global_norm(fresh + [p.grad for p in own_head[task] if p.grad is not None]), device):
+                        skip(i, task, f"finite loss {losses[-1]:.6g} but a non-finite gradient ({self._where(step, i, range(k), k)})")
+                        continue
                     log_factor = weighting.task_log_factor(i, checked[-1])
                 log_factors.append(log_factor)
                 multiplier = running.admit(log_factor, [h for h in held if h is not None])
@@ -200,9 +349,17 @@ class TaskByTaskStep:
                 for p, h in zip(combined, held):
                     p.grad = h
 
+        if len(skipped) == len(self.task_names):
+            raise _SkipStep("every task was left out", losses)
+        if skipped:
+            # Strategies that need K values get the mean of the finite tasks' values for a skipped task.
+            checked = _fill_skipped(checked, skipped)
+            norms = _fill_skipped(norms, skipped) if norms else norms
+            probe_norms = _fill_skipped(probe_norms, skipped) if probe_norms else probe_norms
         weighting.observe(checked, probe_norms if probe is not None else None)
         if mode == "matrix":
             weights, cosines = self._aggregate(combined, rows, checked)
+            self._check_combined_gradient(model, micro_batches, named, losses, step)
             return StepResult(losses=losses, weights=weights, cosines=cosines)
         if isinstance(weighting, GradientWeighting):
             common = weighting.gradient_common_log_factor(norms, checked)
@@ -213,8 +370,55 @@ class TaskByTaskStep:
         final = running.final_multiplier(common)
         if final != 1.0:
             torch._foreach_mul_([p.grad for p in combined if p.grad is not None], final)
+        if not scaled:
+            self._check_combined_gradient(model, micro_batches, named, losses, step)
         weights = [math.exp(f + common) if f > -math.inf else 0.0 for f in log_factors]
-        return StepResult(losses=losses, weights=weights, grad_norms=norms or None)
+        if skipped:
+            norms = [math.nan if i in skipped else n for i, n in enumerate(norms)]
+        return StepResult(losses=losses, weights=weights, grad_norms=norms or None,
+                          skipped_tasks=[self.task_names[i] for i in skipped])
+
+    def _gradient_fault(self, step: int, tasks: Sequence[int], losses: Sequence[float], k: int,
+                        skip_task: Callable[[str], None] | None) -> None:
+        """A finite loss with a non-finite gradient: raise, skip the step, or call `skip_task(reason)`."""
+        names = [self.task_names[i] for i in tasks]
+        where = "; ".join(f"{self.task_names[i]!r}: {self._where(step, i, range(k), k)}" for i in tasks)
+        reason = (f"task(s) {names} have finite losses "
+                  f"({', '.join(f'{losses[i]:.6g}' for i in tasks)}) but non-finite gradients ({where})")
+        if self.nan_policy == "raise":
+            raise FloatingPointError(
+                f"step {step}: {reason}. Lower the learning rate or check those tasks' data; --nan_policy skip_step "
+                "or skip_task skips such steps or tasks instead of stopping.")
+        if self.nan_policy == "skip_task" and skip_task is not None:
+            skip_task("non-finite gradient")
+            return
+        raise _SkipStep(reason, list(losses))
+
+    def _check_combined_gradient(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]],
+                                 named: list[tuple[str, torch.nn.Parameter]], losses: list[float], step: int) -> None:
+        """One read of the (already reduced, so rank-identical) gradients; on a non-finite norm, find the
+        task(s) whose gradient is not finite by re-running them one at a time, then apply the policy."""
+        if math.isfinite(_global_norm([p.grad for _, p in named if p.grad is not None])):
+            return
+        bad = []
+        if self.nan_policy == "raise":
+            with self.accelerator.no_sync(model):
+                for i, task in enumerate(self.task_names):
+                    model.zero_grad(set_to_none=True)
+                    for mb in micro_batches:
+                        self.accelerator.backward(model(**mb[task]).loss)
+                    if not self._finite_everywhere(_global_norm([p.grad for _, p in named if p.grad is not None]),
+                                                   named[0][1].device):
+                        bad.append(i)
+            model.zero_grad(set_to_none=True)
+        if not bad:  # every task finite on its own: the weighted sum overflowed
+            if self.nan_policy == "raise":
+                raise FloatingPointError(
+                    f"step {step}: the combined gradient is not finite although every task's loss and gradient is "
+                    f"(losses {[f'{v:.6g}' for v in losses]}): their combination by {self.weighting.name!r} "
+                    "overflowed. Lower the learning rate or the loss scales; --nan_policy skip_step skips such steps.")
+            raise _SkipStep("the combined gradient is not finite", list(losses))
+        self._gradient_fault(step, bad, losses, len(micro_batches), None)
 
     def _probe_norm(self, local_gradient: torch.Tensor) -> float:
         """Global norm of one task's gradient on the probed layer (summed across ranks first)."""
@@ -239,10 +443,23 @@ class TaskByTaskStep:
             p.grad = chunk.view_as(p).to(p.dtype) if p.grad is None else p.grad.add_(chunk.view_as(p))
         gram = (matrix @ matrix.T).double()
         norms = gram.diagonal().sqrt().clamp_min(1e-30)
-        cosines = (gram / norms[:, None] / norms[None, :]).tolist()
+        cosines = gram / norms[:, None] / norms[None, :]
         # Effective weights: the coefficients of the task gradients in the update (least squares).
         coefficients = torch.linalg.lstsq(gram, (matrix @ update.float()).double()[:, None]).solution[:, 0]
-        return coefficients.tolist(), cosines
+        if self.distributed:
+            # LAPACK's least squares can differ in the last bits between processes (alignment-dependent
+            # kernels) even on identical inputs: log rank 0's numbers everywhere (K + K² values).
+            logged = torch.cat([coefficients, cosines.flatten()])
+            dist.broadcast(logged, src=0)
+            coefficients, cosines = logged[: len(rows)], logged[len(rows) :].view_as(cosines)
+        return coefficients.tolist(), cosines.tolist()
+
+
+def _fill_skipped(values: Sequence[float], skipped: Sequence[int]) -> list[float]:
+    """`values` with the entries of skipped tasks replaced by the mean of the others."""
+    kept = [v for i, v in enumerate(values) if i not in skipped and math.isfinite(v)]
+    fill = sum(kept) / len(kept) if kept else math.nan
+    return [fill if i in skipped else v for i, v in enumerate(values)]
 
 
 def _is_head(name: str, task: str | None = None) -> bool:

@@ -5,13 +5,19 @@
 head of `BertForSequenceClassification` (dropout, then a linear layer on the encoder's pooled output;
 the first token's hidden state for encoders without a pooler), so a task's head plus the encoder map
 one to one onto a standard sequence-classification model.
+
+Loading is data only: weights come from safetensors files (`use_safetensors=True` unless the caller
+says otherwise, so a pickled `pytorch_model.bin` is refused rather than unpickled), the configuration
+is JSON and validated (every task entry must make a valid `TaskSpec`), and no code is imported from
+a checkpoint or a Hub repository (`trust_remote_code` is never needed nor set).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -63,14 +69,66 @@ class MultiTaskConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
+        if self.tasks is not None and not isinstance(self.tasks, (list, tuple)):
+            raise ValueError(f"MultiTaskConfig (config.json): tasks must be a list of task dicts, got {self.tasks!r}.")
         self.tasks = list(self.tasks or [])
+        for i, task in enumerate(self.tasks):
+            _check_task_entry(i, task)
         names = [t["name"] for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"MultiTaskConfig: task names must be unique, got {names}.")
+        dropout = self.classifier_dropout
+        if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"MultiTaskConfig (config.json): classifier_dropout={dropout!r} must be in [0, 1) or null.")
 
     @property
     def task_specs(self) -> list[TaskSpec]:
         return [TaskSpec.from_dict(t) for t in self.tasks]
+
+
+_TASK_FIELDS = ("name", "kind", "num_labels", "text_columns")
+
+
+def _check_task_entry(index: int, task: Any) -> None:
+    """One `tasks` entry of a config must describe a valid `TaskSpec`; say which entry and why if not."""
+    where = f"MultiTaskConfig (config.json): tasks[{index}]"
+    if not isinstance(task, Mapping):
+        raise ValueError(f"{where} is {task!r}; each task is a dict with {', '.join(_TASK_FIELDS)} (TaskSpec.to_dict()).")
+    missing = [key for key in _TASK_FIELDS if key not in task]
+    if missing:
+        raise ValueError(f"{where} {dict(task)!r} lacks {', '.join(missing)}; each task needs {', '.join(_TASK_FIELDS)}.")
+    labels = task["num_labels"]
+    if isinstance(labels, bool) or not isinstance(labels, int):
+        raise ValueError(f"{where} ({task['name']!r}): num_labels={labels!r} must be a whole number.")
+    if not isinstance(task["text_columns"], (list, tuple)) or not all(isinstance(c, str) for c in task["text_columns"]):
+        raise ValueError(f"{where} ({task['name']!r}): text_columns={task['text_columns']!r} must be a list of column names.")
+    try:
+        TaskSpec.from_dict(dict(task))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where} is not a valid task: {error}") from None
+
+
+def _safetensors_only(path: str, kwargs: dict[str, Any]) -> Any:
+    """`kwargs` with `use_safetensors=True` unless given, and a context that turns transformers' "no
+    safetensors file" error into one that says why and what to do."""
+    kwargs.setdefault("use_safetensors", True)
+
+    class _Refusal:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, kind: Any, error: BaseException | None, tb: Any) -> None:
+            if isinstance(error, OSError) and kwargs["use_safetensors"] and "safetensors" in str(error):
+                pickled = os.path.isdir(path) and any(
+                    name.endswith((".bin", ".pt", ".pth")) for name in os.listdir(path))
+                raise ValueError(
+                    f"{path}: no model.safetensors{' (only pickled weights, e.g. pytorch_model.bin)' if pickled else ''}. "
+                    "hf_mtl loads weights from safetensors files only, because unpickling a .bin file can run code "
+                    "from it. If you trust the file, convert it once: AutoModel.from_pretrained(path, "
+                    "use_safetensors=False).save_pretrained(path); or pass use_safetensors=False yourself."
+                ) from error
+
+    return _Refusal()
 
 
 class TaskHead(nn.Module):
@@ -119,8 +177,11 @@ class MultiTaskModel(PreTrainedModel):
         classifier_dropout: float | None = None,
         **encoder_kwargs: Any,
     ) -> MultiTaskModel:
-        """A new multi-task model: pretrained encoder weights from `model_name_or_path`, fresh heads."""
-        encoder = AutoModel.from_pretrained(resolve_model_path(model_name_or_path), **encoder_kwargs)
+        """A new multi-task model: pretrained encoder weights from `model_name_or_path` (safetensors only unless
+        `use_safetensors=False` is passed), fresh heads."""
+        path = resolve_model_path(model_name_or_path)
+        with _safetensors_only(path, encoder_kwargs):
+            encoder = AutoModel.from_pretrained(path, **encoder_kwargs)
         config = MultiTaskConfig(
             encoder=encoder.config.to_dict(),
             tasks=[t.to_dict() for t in tasks],
@@ -129,6 +190,13 @@ class MultiTaskModel(PreTrainedModel):
         model = cls(config)
         model.encoder = encoder
         return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, safetensors only unless `use_safetensors=False` is passed: a
+        folder or repository with just a pickled `pytorch_model.bin` is refused instead of unpickled."""
+        with _safetensors_only(str(pretrained_model_name_or_path), kwargs):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     @property
     def task_names(self) -> list[str]:

@@ -17,16 +17,24 @@ What it overrides, and why:
 * `create_optimizer`: adds the weighting's own trainable parameters (uncertainty, GradNorm, ...) as
   a parameter group, so their optimizer state is checkpointed like the model's.
 * `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
-  next to each checkpoint as `weighting_state.json`).
+  next to each checkpoint as `weighting_state.json`, last, so its presence marks a complete
+  checkpoint), and while it runs turns SIGTERM/SIGINT into "finish this step, save a checkpoint,
+  stop" (`checkpoint_on_signal`).
 * `create_model_card`: the multi-task card of `hf_mtl.hub` (tasks, weighting, per-task metrics, curves),
   which `push_to_hub` uploads with the model, tokenizer and config.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import logging
 import math
 import os
+import re
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -35,21 +43,29 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import EvalPrediction, get_last_checkpoint
+from transformers.trainer_utils import EvalPrediction
 
 from .data import label_statistics
-from .engine import StepResult, TaskByTaskStep
+from .engine import NAN_POLICIES, StepResult, TaskByTaskStep
 from .metrics import compute_task_metrics, glue_score, task_score
 from .sampling import MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset, TaskCollator
 from .tasks import TaskSpec, parse_tasks
 from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, validate_weighting_name
 
+logger = logging.getLogger(__name__)
+
 WEIGHTING_STATE_FILE = "weighting_state.json"
 WEIGHTING_TENSORS_FILE = "weighting_state.safetensors"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def save_weighting_state(weighting: Weighting, folder: str) -> None:
-    """The strategy's state as JSON, its tensors (EMA buffers, learned values) as safetensors: no pickle."""
+def save_weighting_state(weighting: Weighting, folder: str, engine_state: Mapping[str, Any] | None = None) -> None:
+    """The strategy's state as JSON, its tensors (EMA buffers, learned values) as safetensors: no pickle.
+
+    Both files are written to a temporary name and renamed, the JSON last: a checkpoint folder holding
+    `weighting_state.json` is complete (see `last_complete_checkpoint`). `engine_state` (the step
+    engine's fault counters) is kept next to the strategy's state.
+    """
     tensors: dict[str, torch.Tensor] = {}
 
     def split(value: Any, key: str) -> Any:
@@ -61,12 +77,17 @@ def save_weighting_state(weighting: Weighting, folder: str) -> None:
         return value
 
     state = split(weighting.state_dict(), "state")
-    with open(os.path.join(folder, WEIGHTING_STATE_FILE), "w") as f:
-        json.dump({"name": weighting.name, "state": state}, f, indent=2)
     if tensors:
         from safetensors.torch import save_file
 
-        save_file(tensors, os.path.join(folder, WEIGHTING_TENSORS_FILE))
+        save_file(tensors, os.path.join(folder, WEIGHTING_TENSORS_FILE + ".tmp"))
+        os.replace(os.path.join(folder, WEIGHTING_TENSORS_FILE + ".tmp"), os.path.join(folder, WEIGHTING_TENSORS_FILE))
+    saved: dict[str, Any] = {"name": weighting.name, "state": state}
+    if engine_state is not None:
+        saved["engine"] = dict(engine_state)
+    with open(os.path.join(folder, WEIGHTING_STATE_FILE + ".tmp"), "w") as f:
+        json.dump(saved, f, indent=2)
+    os.replace(os.path.join(folder, WEIGHTING_STATE_FILE + ".tmp"), os.path.join(folder, WEIGHTING_STATE_FILE))
 
 
 def load_weighting_state(weighting: Weighting, folder: str) -> bool:
@@ -94,6 +115,40 @@ def load_weighting_state(weighting: Weighting, folder: str) -> bool:
 
     weighting.load_state_dict(join(saved["state"]))
     return True
+
+
+def load_engine_state(folder: str) -> dict[str, Any]:
+    """The step engine's counters saved by `save_weighting_state` ({} when the folder has none)."""
+    path = os.path.join(folder, WEIGHTING_STATE_FILE)
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return dict(json.load(f).get("engine") or {})
+
+
+def is_complete_checkpoint(folder: str) -> bool:
+    """A checkpoint the Trainer finished writing (`trainer_state.json`) whose weighting state, written
+    after everything else, is there too. A run killed while saving leaves a folder without it."""
+    return os.path.isfile(os.path.join(folder, "trainer_state.json")) and os.path.isfile(
+        os.path.join(folder, WEIGHTING_STATE_FILE))
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The `checkpoint-N` folder of `output_dir` with the largest N that is complete, or None.
+
+    Like `transformers.trainer_utils.get_last_checkpoint`, but a folder a crash left half-written is
+    skipped (with a warning) instead of being resumed from.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))
+                    and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
+    for _, name in steps:
+        folder = os.path.join(output_dir, name)
+        if is_complete_checkpoint(folder):
+            return folder
+        logger.warning("Skipping %s: it is incomplete (a run stopped while writing it); not resuming from it.", folder)
+    return None
 
 
 def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
@@ -153,6 +208,31 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="unit",
         metadata={"help": "grad_normalize: scale of the combined update: `unit` (sum of unit vectors), `max` or `mean` task gradient norm.", "choices": ["unit", "max", "mean"]},
     )
+    weighting_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo); default 0.025, constant."}
+    )
+    gradnorm_alpha: float = field(default=1.5, metadata={"help": "gradnorm: restoring-force exponent alpha."})
+    dwa_temperature: float = field(default=2.0, metadata={"help": "dwa: softmax temperature T."})
+    dwa_window: int = field(default=50, metadata={"help": "dwa: steps per loss-averaging window (windows replace epochs)."})
+    famo_weight_decay: float = field(default=0.001, metadata={"help": "famo: weight decay of its logits."})
+    cagrad_c: float = field(default=0.4, metadata={"help": "cagrad: conflict-aversion radius c."})
+    db_beta: float = field(default=0.9, metadata={"help": "db_mtl: moving-average coefficient beta of the normalised gradients."})
+    nan_policy: str = field(
+        default="raise",
+        metadata={
+            "help": "What a non-finite task loss or gradient does: `raise` (FloatingPointError naming the task, step "
+            "and training rows), `skip_step` (no parameter update this step) or `skip_task` (that task contributes "
+            "nothing this step). Skips are counted and logged as nan_skipped_steps / nan_skipped_<task>.",
+            "choices": list(NAN_POLICIES),
+        },
+    )
+    checkpoint_on_signal: bool = field(
+        default=True,
+        metadata={
+            "help": "On SIGTERM or SIGINT during training, finish the current optimizer step, save a checkpoint "
+            "(weighting state included) and stop; rerun to resume. A second signal stops at once."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,6 +242,13 @@ class MultiTaskTrainingArguments(TrainingArguments):
         if self.init_estimate_batches < 0:
             raise ValueError(f"--init_estimate_batches {self.init_estimate_batches} must be >= 0 (0 = theoretical).")
         parse_task_weights(self.task_weights)
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"--nan_policy {self.nan_policy!r} is not one of: {', '.join(NAN_POLICIES)}.")
+        if self.enable_jit_checkpoint and self.checkpoint_on_signal:
+            # The Trainer's JIT checkpoint saves mid-step and without the weighting state; ours supersedes it.
+            logger.warning("--enable_jit_checkpoint is replaced by hf_mtl's --checkpoint_on_signal (a checkpoint at the "
+                           "end of the current step, weighting state included); turning enable_jit_checkpoint off.")
+            self.enable_jit_checkpoint = False
 
     def weighting_options(self) -> WeightingOptions:
         return WeightingOptions(
@@ -170,20 +257,56 @@ class MultiTaskTrainingArguments(TrainingArguments):
             init_losses="estimated" if self.init_estimate_batches > 0 else "theoretical",
             norm_scope=self.norm_scope,
             norm_scale=self.norm_scale,
+            weighting_lr=self.weighting_lr,
+            gradnorm_alpha=self.gradnorm_alpha,
+            dwa_temperature=self.dwa_temperature,
+            dwa_window=self.dwa_window,
+            famo_weight_decay=self.famo_weight_decay,
+            cagrad_c=self.cagrad_c,
+            db_beta=self.db_beta,
+            seed=self.seed,
         )
 
 
 class _WeightingStateCallback(TrainerCallback):
     """Writes the weighting's state next to every checkpoint (JSON, rank 0; identical on all ranks)."""
 
-    def __init__(self, weighting: Weighting) -> None:
+    def __init__(self, weighting: Weighting, engine: TaskByTaskStep) -> None:
         self.weighting = weighting
+        self.engine = engine
 
     def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             os.makedirs(folder, exist_ok=True)
-            save_weighting_state(self.weighting, folder)
+            save_weighting_state(self.weighting, folder, self.engine.state_dict())
+
+
+class _SignalCallback(TrainerCallback):
+    """Turns a received SIGTERM/SIGINT into a checkpoint and a stop at the end of the current optimizer step.
+
+    The signal handler only records the signal (a save is never interrupted half-way). Under several
+    processes the ranks agree first (a max all-reduce of one flag per step), so that all of them save
+    and stop at the same step even when the signal reached them at different steps.
+    """
+
+    def __init__(self, trainer: MultiTaskTrainer) -> None:
+        self.trainer = trainer
+        self.received: int | None = None
+
+    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        received = self.received or 0
+        if args.world_size > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([received], dtype=torch.int64, device=args.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            received = int(flag.item())
+        if received and state.global_step < state.max_steps:
+            self.trainer.interrupted_by = received
+            control.should_save = control.should_training_stop = True
+            logger.warning("%s received: saving a checkpoint at step %d and stopping; run again to resume from it.",
+                           signal.Signals(received).name, state.global_step)
 
 
 class MultiTaskTrainer(Trainer):
@@ -252,11 +375,17 @@ class MultiTaskTrainer(Trainer):
             )
             weighting = build_weighting(args.weighting, self.tasks, stats, args.weighting_options())
         self.weighting = weighting
-        self.step_engine = TaskByTaskStep(weighting, names, self.accelerator)
-        self.add_callback(_WeightingStateCallback(weighting))
+        self.step_engine = TaskByTaskStep(weighting, names, self.accelerator, nan_policy=args.nan_policy,
+                                          locate_rows=self._training_rows)
+        self.add_callback(_WeightingStateCallback(weighting, self.step_engine))
+        #: The signal (e.g. `signal.SIGTERM`) that stopped the last `train()` early, None if it ran to the end.
+        self.interrupted_by: int | None = None
+        self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self.model.config.weighting = {"name": weighting.name, **weighting.hparams()}
         self._pending_micro_batches: list[dict[str, dict[str, Any]]] = []
         self._task_logs: dict[str, list[float]] = {}
+        self._step_means: list[float] = []  # the steps' mean task losses since the last log
+        self._skipped_since_log = False
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -269,6 +398,7 @@ class MultiTaskTrainer(Trainer):
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             batches_per_step=self.args.world_size * self.args.gradient_accumulation_steps,
         )
+        self._train_batch_sampler = sampler
         loader = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,
@@ -291,13 +421,88 @@ class MultiTaskTrainer(Trainer):
             optimizer.add_param_group({"params": own, "lr": lr, "weight_decay": 0.0})
         return optimizer
 
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """The Trainer's schedule for the model; the weighting's own parameters keep a constant rate
+        (the papers' setting: a warm-up or decay meant for fine-tuning would freeze them)."""
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.weighting.parameters() and isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+            scheduler.lr_lambdas[-1] = _constant_rate
+            scheduler.optimizer.param_groups[-1]["lr"] = scheduler.base_lrs[-1]
+        return scheduler
+
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`, resuming the weighting's state too. `resume_from_checkpoint=True` takes the last
+        complete checkpoint of `output_dir` (a half-written one is skipped); a path must be complete."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
+            checkpoint = last_complete_checkpoint(self.args.output_dir)
+            if checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True: no complete checkpoint in {self.args.output_dir}.")
         if isinstance(checkpoint, str):
+            if not is_complete_checkpoint(checkpoint):
+                usable = last_complete_checkpoint(os.path.dirname(os.path.abspath(checkpoint)))
+                raise ValueError(
+                    f"resume_from_checkpoint: {checkpoint} is incomplete (no trainer_state.json or {WEIGHTING_STATE_FILE}: "
+                    f"the run stopped while writing it). Resume from {usable or 'an earlier complete checkpoint'} instead."
+                )
+            self.step_engine.load_state_dict(load_engine_state(checkpoint))
             load_weighting_state(self.weighting, checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        self.interrupted_by = None
+        with self._signals_to_checkpoint():
+            return super().train(checkpoint, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _signals_to_checkpoint(self) -> Any:
+        """While training: SIGTERM/SIGINT -> checkpoint and stop at the step's end; the previous handlers after."""
+        if not self.args.checkpoint_on_signal or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        callback = _SignalCallback(self)
+        previous = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if callback.received is None:
+                callback.received = signum
+                logger.warning("%s received: stopping after the current step with a checkpoint (send it again to stop "
+                               "at once, without one).", signal.Signals(signum).name)
+                return
+            # A second signal: the user means it. Hand it to whoever handled it before us.
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            old = previous[signum]
+            if callable(old):
+                old(signum, frame)
+            elif old == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        self.add_callback(callback)
+        try:
+            yield
+        finally:
+            self.remove_callback(callback)
+            for sig, old in previous.items():
+                if signal.getsignal(sig) is handler:
+                    signal.signal(sig, old)
+            if callback.received and self.interrupted_by is None:
+                logger.warning("%s arrived after the last training step: training had finished.",
+                               signal.Signals(callback.received).name)
+
+    def _training_rows(self, step: int, micro_batch: int, task_index: int) -> list[int] | None:
+        """The training-set rows of task `task_index` in this process's micro-batch `micro_batch` of optimizer
+        step `step` (1-based), recomputed from the sampler (which depends on seed, epoch and task only)."""
+        sampler = self._train_batch_sampler
+        if sampler is None:
+            return None
+        step -= 1
+        steps_per_epoch = sampler.num_batches // sampler.batches_per_step
+        local = (step % steps_per_epoch) * self.args.gradient_accumulation_steps + micro_batch
+        index = local * self.args.world_size + self.args.process_index  # accelerate deals batches round-robin
+        at_epoch = copy.copy(sampler)
+        at_epoch.epoch = step // steps_per_epoch
+        b = sampler.rows_per_task
+        return at_epoch.task_stream(task_index)[index * b : (index + 1) * b].tolist()
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         self._pending_micro_batches.append(self._prepare_inputs(inputs))
@@ -308,12 +513,14 @@ class MultiTaskTrainer(Trainer):
             self.weighting.set_initial_losses(self._estimate_initial_losses(model))
         model.train()
         with self.compute_loss_context_manager():
-            result = self.step_engine(model, micro_batches, step=self.state.global_step)
+            result = self.step_engine(model, micro_batches, step=self.state.global_step + 1)
         self._record(result)
         return torch.tensor(result.mean_loss, device=self.args.device)
 
     def _record(self, result: StepResult) -> None:
         names = self.step_engine.task_names
+        self._step_means.append(result.mean_loss)
+        self._skipped_since_log |= result.skipped_step
         values = {"loss": result.losses, "weight": result.weights, "grad_norm": result.grad_norms or []}
         for kind, per_task in values.items():
             for name, value in zip(names, per_task):
@@ -341,8 +548,21 @@ class MultiTaskTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._task_logs:
-            logs.update({k: sum(v) / len(v) for k, v in self._task_logs.items()})
+            # A task skipped by --nan_policy has no value that step: the mean is over the steps that have one
+            # (no entry at all when none has).
+            for key, values in self._task_logs.items():
+                finite = [v for v in values if math.isfinite(v)]
+                if finite:
+                    logs[key] = sum(finite) / len(finite)
             self._task_logs = {}
+        if "loss" in logs:
+            if self._skipped_since_log:
+                # The Trainer fills a skipped step's NaN loss with a running average; the mean of the steps
+                # that were taken says what happened (NaN when every step since the last log was skipped).
+                finite = [v for v in self._step_means if math.isfinite(v)]
+                logs["loss"] = sum(finite) / len(finite) if finite else math.nan
+            self._step_means, self._skipped_since_log = [], False
+            logs.update(self.step_engine.skip_counts())
         super().log(logs, start_time)
 
     # ---- evaluation ---------------------------------------------------------------------------
@@ -414,6 +634,10 @@ class MultiTaskTrainer(Trainer):
             license=license,
             tags=tags,
         )
+
+
+def _constant_rate(step: int) -> float:
+    return 1.0
 
 
 def _metrics_for_task(spec: TaskSpec, sink: dict[str, float], prediction: EvalPrediction) -> dict[str, float]:

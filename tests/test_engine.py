@@ -287,3 +287,15 @@ def test_compositions_that_make_no_sense_are_rejected(name, message):
 
     with pytest.raises(ValueError, match=message):
         MultiTaskTrainingArguments(output_dir="unused", weighting=name)
+
+
+def test_a_learning_loss_transform_keeps_learning_inside_a_composition():
+    from hf_mtl.weighting import build_weighting
+
+    composed = build_weighting("uncertainty+grad_normalize", TASKS)
+    alone = build_weighting("uncertainty", TASKS)
+    assert [p.shape for p in composed.parameters()] == [p.shape for p in alone.parameters()]
+    composed.observe([0.5, 2.0, 8.0])
+    alone.observe([0.5, 2.0, 8.0])
+    torch.testing.assert_close(composed.parameters()[0].grad, alone.parameters()[0].grad)
+    assert build_weighting("gradnorm+pcgrad", TASKS).probes_last_shared_layer

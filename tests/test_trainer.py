@@ -145,3 +145,14 @@ def test_weighting_state_with_tensors_round_trips_without_pickle(tmp_path):
     torch.testing.assert_close(restored.ema, saved.ema)
     assert restored.nested["steps"] == 4 and torch.equal(restored.nested["last"], torch.ones(2))
     assert not load_weighting_state(restored, str(tmp_path / "missing"))
+
+
+def test_weighting_parameters_train_at_a_constant_rate_under_warmup(tmp_path, datasets, tokenizer):
+    trainer = make_trainer(tmp_path, datasets, tokenizer, weighting="uncertainty", weighting_lr=0.05,
+                           lr_scheduler_type="linear", warmup_steps=5, max_steps=2)
+    trainer.train()
+    groups = trainer.optimizer.param_groups
+    assert groups[-1]["params"] == trainer.weighting.parameters()
+    assert groups[-1]["lr"] == 0.05 and groups[-1]["weight_decay"] == 0.0
+    assert groups[0]["lr"] < 0.5  # the model's own group follows the warm-up
+    assert any(v != 0.0 for v in trainer.weighting.parameters()[0].tolist())

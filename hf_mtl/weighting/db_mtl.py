@@ -67,10 +67,15 @@ class DBMTLWeighting(AggregatorWeighting):
             self.ema[i].mul_(self.beta).add_(grads[i], alpha=(1.0 - self.beta) / max(loss, self.options.loss_epsilon))
         self.steps += 1
         norms = torch.linalg.vector_norm(self.ema, dim=1).double()
+        if not torch.isfinite(norms).all():  # a row norm beyond float32 (its squares overflow): redo those in float64
+            norms = torch.stack([torch.linalg.vector_norm(row.double()) for row in self.ema])
         if not (norms > 0).any():
             return torch.zeros_like(grads[0])
         scale = torch.where(norms > 0, norms.max() / norms, torch.zeros_like(norms))
-        return scale.to(grads) @ self.ema
+        update = scale.to(grads) @ self.ema
+        if not torch.isfinite(update).all():  # a scale beyond float32 (rows far apart in size): row by row in float64
+            update = sum((row.double() * float(s)).to(grads.dtype) for s, row in zip(scale, self.ema) if s > 0)
+        return update
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {**super().state_dict(), "steps": self.steps}

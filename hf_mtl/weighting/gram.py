@@ -65,7 +65,13 @@ class GramAggregator(AggregatorWeighting):
         if trace <= 0.0:
             return torch.zeros_like(grads[0])
         weights = self.gram_weights(gram / trace, losses) * trace ** (-self.weight_degree / 2)
-        return torch.as_tensor(weights, dtype=grads.dtype, device=grads.device) @ grads
+        update = torch.as_tensor(weights, dtype=grads.dtype, device=grads.device) @ grads
+        if not torch.isfinite(update).all():
+            # A weight beyond float32 on a tiny row (rows many orders of magnitude apart): w_i·g_i is still
+            # finite, so form the sum row by row in float64 (P-sized temporaries only).
+            update = sum((row.double() * float(w)).to(grads.dtype) for w, row in zip(weights, grads) if w != 0)
+            update = update if isinstance(update, torch.Tensor) else torch.zeros_like(grads[0])
+        return update
 
 
 def gram_factor(gram: np.ndarray) -> np.ndarray:
