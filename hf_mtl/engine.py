@@ -24,6 +24,11 @@ strategies, once per task when a strategy needs the task's global gradient. Sync
 own hooks instead would reduce every task's backward and, with the last task's backward alone
 synced, could leave another task's head with a rank-local gradient (DESIGN §3).
 
+FSDP2: gradients are sharded DTensors and cannot be all-reduced by hand, so every backward
+reduce-scatters as FSDP does by itself (no `no_sync`); FSDP's mean over ranks is turned into the
+sum the shares above expect, and norms are global over all shards. Aggregators, which need whole
+task-gradient rows, are refused under FSDP2.
+
 Numerical faults (`nan_policy`): a non-finite task loss, or a finite loss whose gradient is not finite.
 The losses are checked as they arrive (they are computed anyway); the gradient is checked once per step
 on the combined gradient (one read of the gradients, after the cross-rank reduction, so every rank
@@ -50,6 +55,7 @@ logged as a warning naming the step and the task.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -174,9 +180,24 @@ class TaskByTaskStep:
     def distributed(self) -> bool:
         return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+    @property
+    def fsdp2(self) -> bool:
+        return bool(getattr(self.accelerator, "is_fsdp2", False))
+
+    def _sync_context(self, model: torch.nn.Module) -> Any:
+        """DDP: backward passes stay rank-local (the engine sums them itself). FSDP2: every backward
+        reduce-scatters as usual (its gradients are sharded DTensors, which the engine cannot all-reduce)."""
+        return contextlib.nullcontext() if self.fsdp2 else self.accelerator.no_sync(model)
+
     def _all_reduce_sum(self, tensors: list[torch.Tensor]) -> None:
-        if self.distributed:
-            handles = [dist.all_reduce(t, op=dist.ReduceOp.SUM, async_op=True) for t in tensors]
+        """Sum across ranks in place. FSDP2 gradients (DTensors) were already averaged by their
+        reduce-scatter: multiplying by the world size turns that mean into the sum."""
+        sharded = [t for t in tensors if hasattr(t, "placements")]
+        if sharded:
+            torch._foreach_mul_(sharded, float(dist.get_world_size()))
+        plain = [t for t in tensors if not hasattr(t, "placements")]
+        if self.distributed and plain:
+            handles = [dist.all_reduce(t, op=dist.ReduceOp.SUM, async_op=True) for t in plain]
             for handle in handles:
                 handle.wait()
 
@@ -218,6 +239,11 @@ class TaskByTaskStep:
         # skip_task sums every task's gradient on its own so that a non-finite one can be told apart.
         mode = "matrix" if isinstance(weighting, AggregatorWeighting) else (
             "task" if isinstance(weighting, GradientWeighting) or len(micro_batches) > 1 or skip_task else "direct")
+        if mode == "matrix" and self.fsdp2:
+            raise NotImplementedError(
+                f"--weighting {weighting.name} stacks whole task gradients, which FSDP2 shards across ranks: "
+                "train it with DDP (torchrun without --fsdp), or use a per-task strategy such as grad_normalize."
+            )
         scaled = self._loss_scale() != 1.0  # fp16: the grad scaler handles non-finite gradients
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         device = named[0][1].device
@@ -266,7 +292,7 @@ class TaskByTaskStep:
             self.skipped_tasks[task] += 1
             logger.warning("step %d: task %r left out of the step (--nan_policy skip_task): %s", step, task, reason)
 
-        with self.accelerator.no_sync(model):
+        with self._sync_context(model):
             for i, task in enumerate(self.task_names):
                 if mode != "direct":
                     held = [p.grad for p in combined]
@@ -402,7 +428,7 @@ class TaskByTaskStep:
             return
         bad = []
         if self.nan_policy == "raise":
-            with self.accelerator.no_sync(model):
+            with self._sync_context(model):
                 for i, task in enumerate(self.task_names):
                     model.zero_grad(set_to_none=True)
                     for mb in micro_batches:
@@ -423,7 +449,7 @@ class TaskByTaskStep:
     def _probe_norm(self, local_gradient: torch.Tensor) -> float:
         """Global norm of one task's gradient on the probed layer (summed across ranks first)."""
         self._all_reduce_sum([local_gradient])
-        return float(local_gradient.double().norm()) / self._loss_scale()
+        return _global_norm([local_gradient]) / self._loss_scale()
 
     def _aggregate(
         self, params: list[torch.Tensor], rows: list[list[torch.Tensor | None]], losses: list[float]
@@ -469,6 +495,9 @@ def _is_head(name: str, task: str | None = None) -> bool:
 
 
 def _global_norm(grads: list[torch.Tensor]) -> float:
+    """‖grads‖₂; for FSDP2's sharded DTensor gradients the norm over all shards of all ranks."""
     if not grads:
         return 0.0
+    if hasattr(grads[0], "placements"):
+        return float(torch.nn.utils.get_total_norm(grads, 2.0).full_tensor().double())
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).double(), 2.0))

@@ -69,8 +69,6 @@ DDP_CASES = list(TWO_PROCESSES)
 for _name in ("equal", "grad_normalize"):
     TWO_PROCESSES[f"fsdp2_{_name}"] = ({"weighting": _name, "batch": BATCH, **FSDP2}, _name)
 FSDP2_CASES = [name for name in TWO_PROCESSES if name.startswith("fsdp2_")]
-# What the engine does today under FSDP2: it all-reduces `.grad` itself, and `.grad` is a sharded DTensor.
-FSDP2_KNOWN_FAILURE = "c10d.allreduce_.default does not have a sharding strategy registered"
 
 
 def _runs(processes: int) -> list[dict]:
@@ -214,10 +212,4 @@ def test_fsdp2_two_processes_match_one_process(name, launches, initial_parameter
     processes with DDP; torch's `fully_shard` itself runs on CPU, so the worker switches
     accelerate's state to FSDP as the GPU path would (`distributed_worker.fsdp_on_cpu`).
     """
-    errors = sorted((launches[2] / name).glob("error.rank*.txt"))
-    if errors and FSDP2_KNOWN_FAILURE in errors[0].read_text():
-        pytest.xfail(
-            "hf_mtl.engine does not support FSDP2 yet: it runs the task backwards under no_sync and then "
-            "calls dist.all_reduce on each .grad, a sharded DTensor under FSDP2 (NotImplementedError: "
-            f"{FSDP2_KNOWN_FAILURE})")
     _check_against_one_process(name, launches, initial_parameters, "FSDP")
