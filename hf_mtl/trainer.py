@@ -367,6 +367,13 @@ class MultiTaskTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+        if ranks != self.args.world_size:
+            raise ValueError(
+                f"{ranks} processes were launched but the Trainer sees world_size={self.args.world_size}: every "
+                "process would train on the full batch by itself. On a machine without GPUs pass --use_cpu "
+                "(torchrun ... hf-mtl train --use_cpu ...)."
+            )
         if weighting is None:
             stats = (
                 {n: label_statistics(ds, spec) for n, ds, spec in zip(names, multitask_train.datasets, self.tasks)}

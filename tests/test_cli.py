@@ -150,3 +150,17 @@ def test_minilm_quick_run_learns_evaluates_and_reloads(tmp_path, glue_dir, minil
     again = trainer.evaluate()
     for key in ["eval_sst2_accuracy", "eval_mrpc_f1", "eval_stsb_pearson", "eval_glue_score"]:
         assert again[key] == pytest.approx(results[key], abs=1e-6), key
+
+
+@pytest.mark.distributed
+def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path, glue_dir, tiny_checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU machine the processes do form a data-parallel group")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hf_mtl.cli",
+         "train", "--model_name_or_path", tiny_checkpoint, "--tasks", "sst2", "--glue_dir", str(glue_dir),
+         "--max_train_samples", "16", "--max_steps", "1", "--do_train", "--output_dir", str(tmp_path),
+         "--report_to", "none"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "pass --use_cpu" in proc.stderr
