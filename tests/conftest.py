@@ -62,3 +62,16 @@ def tiny_model(tasks, seed: int = 0):
     torch.manual_seed(seed)
     config = MultiTaskConfig(encoder=tiny_encoder_config().to_dict(), tasks=[t.to_dict() for t in tasks])
     return MultiTaskModel(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, minilm_path: str) -> str:
+    """A tiny random BERT (safetensors) saved with the real MiniLM tokenizer: a `--model_name_or_path`."""
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    BertModel(tiny_encoder_config()).save_pretrained(path)
+    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
+    return str(path)

@@ -14,7 +14,6 @@ import torch
 from hf_mtl.cli import main
 from hf_mtl.weighting import WEIGHTINGS
 
-from conftest import tiny_encoder_config
 
 SEEDS = ["equal", "static", "init", "prior", "realtime", "geometric", "power"]
 
@@ -34,18 +33,6 @@ def test_weightings_lists_every_strategy_with_a_description():
     assert listed[: len(SEEDS)] == SEEDS
     assert all(len(row) == 2 for row in rows)
     assert "LOSS+GRADIENT" in out.stdout
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory, minilm_path):
-    """A tiny random BERT encoder saved with the real MiniLM tokenizer, loadable by `--model_name_or_path`."""
-    from transformers import AutoTokenizer, BertModel
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(tiny_encoder_config()).save_pretrained(path)
-    AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
-    return str(path)
 
 
 @pytest.mark.parametrize(

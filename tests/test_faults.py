@@ -488,16 +488,8 @@ def _glue_folder(root: Path, rows: int = 64) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, tokenizer) -> str:
-    from transformers import BertModel
-
-    from conftest import tiny_encoder_config
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(tiny_encoder_config()).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+def tiny_encoder(tiny_checkpoint) -> str:
+    return tiny_checkpoint
 
 
 def test_sigint_to_hf_mtl_train_exits_130_and_the_same_command_resumes(tmp_path, tiny_encoder):

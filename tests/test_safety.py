@@ -27,7 +27,6 @@ from hf_mtl.cli import main
 from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
 from hf_mtl.tasks import GLUE_TASKS, TaskSpec
 
-from conftest import tiny_encoder_config
 from resume_worker import load_tokenizer, make_datasets, make_trainer, one_thread, synthetic_rows, tasks, tiny_model
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
@@ -39,15 +38,8 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, tokenizer) -> str:
-    """A tiny random BERT (safetensors) with the MiniLM tokenizer: what `--model_name_or_path` starts from."""
-    from transformers import BertModel
-
-    path = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    BertModel(tiny_encoder_config()).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+def tiny_encoder(tiny_checkpoint) -> str:
+    return tiny_checkpoint
 
 
 def write_glue(root: Path, sst2: str | None = None, stsb: str | None = None, rows: int = 24) -> Path:

@@ -221,13 +221,8 @@ class GradientWeighting(Weighting):
 
     level = "gradient"
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.norm_scope = self.options.norm_scope
 
     def gradient_log_factor(self, i: int, grad_norm: float) -> float:

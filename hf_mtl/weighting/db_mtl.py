@@ -23,7 +23,6 @@ update on the current gradients) are only a projection of it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 

@@ -25,9 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 from .registry import register
 from .uncertainty import by_task, from_task_dict, read_option
 
@@ -40,13 +38,8 @@ class DynamicWeightAverage(Weighting):
     description = "Dynamic Weight Average: K·softmax(recent loss ratios / T) over windows of --dwa_window steps"
     log_based = True
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.temperature = read_option(self, "dwa_temperature", 2.0, lambda v: v > 0, "a positive temperature")
         self.window = int(read_option(self, "dwa_window", 50, lambda v: v >= 1 and v == int(v),
                                       "a whole number of optimizer steps >= 1"))

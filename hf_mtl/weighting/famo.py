@@ -32,9 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import WeightingOptions
 from .registry import register
 from .uncertainty import LearnedTaskValues, by_task, from_task_dict, read_option
 
@@ -48,13 +45,8 @@ class FAMOWeighting(LearnedTaskValues):
     log_based = True
     state_key = "logits"
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.weight_decay = read_option(self, "famo_weight_decay", 0.001, lambda v: v >= 0, "a finite number >= 0")
         self.previous_losses: np.ndarray | None = None
 

@@ -36,9 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import WeightingOptions
 from .registry import register
 from .uncertainty import LearnedTaskValues, by_task, from_task_dict, read_option
 
@@ -57,13 +54,8 @@ class GradNormWeighting(LearnedTaskValues):
     state_key = "weights"
     initial_value = 1.0
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.alpha = read_option(self, "gradnorm_alpha", 1.5, lambda v: v >= 0, "a finite number >= 0 (paper: 0.12 to 3)")
         self.initial_losses: np.ndarray | None = None
 

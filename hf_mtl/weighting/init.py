@@ -16,12 +16,10 @@ L_i(init) is either
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from ..data import LabelStatistics
 from ..tasks import TaskSpec
-from .base import WeightingOptions
 from .ratio import ReferenceLossWeighting
 from .registry import register
 
@@ -41,13 +39,8 @@ class InitWeighting(ReferenceLossWeighting):
         "check needs_initial_losses before training."
     )
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.mode = self.options.init_losses
         if self.mode not in _MODES:
             raise ValueError(

@@ -15,14 +15,12 @@ losses from 1e-8 to 1e8 neither overflows nor divides by zero. Stateless.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 from .registry import register
 
 
@@ -48,13 +46,8 @@ class PowerWeighting(Weighting):
     description = "generalized mean ((1/K) Σ L_i^γ)^(1/γ), --gamma γ (1 = equal, 0 = geometric, ±∞ = max/min)"
     log_based = True
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         try:
             gamma = float(self.options.gamma)
         except (TypeError, ValueError):

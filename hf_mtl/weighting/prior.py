@@ -15,14 +15,11 @@ task is rejected with a ValueError; drop it or pick another strategy (`init`, `r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..data import LabelStatistics
 from ..tasks import TaskSpec
-from .base import WeightingOptions
 from .ratio import ReferenceLossWeighting
 from .registry import register
 
@@ -41,13 +38,8 @@ class PriorWeighting(ReferenceLossWeighting):
     name = "prior"
     description = "each loss over the loss of the label prior, Σ L_i / L_i(prior) (label entropy or variance)"
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.reference_losses = self.checked_references(
             [self._prior_loss(task) for task in self.tasks],
             [

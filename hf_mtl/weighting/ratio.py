@@ -16,9 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
 from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 
 
 class ReferenceLossWeighting(Weighting):
@@ -33,13 +32,8 @@ class ReferenceLossWeighting(Weighting):
     #: Appended to the error raised when the references are used before they are set.
     missing_reference_hint: ClassVar[str] = ""
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.reference_losses: np.ndarray | None = None
 
     def label_stat(self, task: TaskSpec, field: str) -> float | np.ndarray:

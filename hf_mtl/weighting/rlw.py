@@ -26,9 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 from .registry import register
 from .uncertainty import by_task, from_task_dict, read_option
 
@@ -40,13 +38,8 @@ class RandomWeighting(Weighting):
     name = "rlw"
     description = "random weights softmax(z), z ~ N(0, I) drawn every step (Lin et al. 2022; seeded by --seed)"
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.seed = int(read_option(self, "seed", 0, lambda v: v >= 0 and v == int(v), "a whole number >= 0"))
         self.generator = np.random.default_rng(self.seed)
         # Task i takes the draw at its name's rank in alphabetical order.

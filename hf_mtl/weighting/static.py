@@ -9,14 +9,12 @@ Learning (I): In the Name of Loss", 2022, https://kexue.fm/archives/8870, eq. 1)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 from .registry import register
 
 _FLAG_EXAMPLE = "--task_weights sst2=1,stsb=0.5"
@@ -30,13 +28,8 @@ class StaticWeighting(Weighting):
     name = "static"
     description = "fixed user weights, Σ w_i L_i (--task_weights sst2=1,stsb=0.5)"
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.task_weights = self._checked_weights(self.options.task_weights)
 
     def _checked_weights(self, given: Mapping[str, float] | None) -> list[float]:

@@ -28,9 +28,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..data import LabelStatistics
-from ..tasks import TaskSpec
-from .base import Weighting, WeightingOptions
+from .base import Weighting
 from .registry import register
 
 #: Default learning rate of a strategy's own parameters (FAMO's β and the GradNorm paper's choice).
@@ -78,13 +76,8 @@ class LearnedTaskValues(Weighting):
     state_key: ClassVar[str] = ""
     initial_value: ClassVar[float] = 0.0
 
-    def __init__(
-        self,
-        tasks: Sequence[TaskSpec],
-        label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
-    ) -> None:
-        super().__init__(tasks, label_stats, options)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.lr = read_option(self, "weighting_lr", DEFAULT_WEIGHTING_LR, lambda v: v > 0, "a positive learning rate")
         self.values = torch.nn.Parameter(torch.full((self.num_tasks,), self.initial_value, dtype=torch.float64))
 
