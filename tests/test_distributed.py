@@ -37,7 +37,7 @@ WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 TIMEOUT_S = 240
 BATCH = 4  # rows per task and process with 2 processes; the global batch is 8 rows per task
 
-SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize"]
+SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize", "pcgrad", "mgda", "uncertainty", "gradnorm"]
 ADAMW = {"optim": "adamw_torch", "lr": 1e-3, "scheduler": "linear", "max_grad_norm": 1.0,
          "args": {"weight_decay": 0.01}}
 # `max` multiplies the update by the largest task gradient norm (~10 here): a smaller step keeps it tame.
@@ -147,14 +147,19 @@ def _assert_same_values(actual, expected, where: str, rel: float = 1e-5, abs_: f
         assert actual == expected, f"{where}: {actual!r} != {expected!r}"
 
 
+# Aggregators divide by squared task-gradient norms and solve small systems on the Gram matrix, which
+# amplifies the float32 rounding of a 2-rank sum (~1e-7) to ~3e-5 in a few elements: compared at 1e-4.
+AGGREGATOR_TOLERANCE = (1e-4, 1e-5)
+
+
 def _assert_parameters_match(two: dict[str, torch.Tensor], one: dict[str, torch.Tensor],
-                             initial: dict[str, torch.Tensor]) -> None:
+                             initial: dict[str, torch.Tensor], rtol: float = 1e-5, atol: float = 1e-6) -> None:
     assert sorted(two) == sorted(one)
     updates = {n: one[n] - initial[n] for n in one}
     largest = max(u.norm().item() for u in updates.values())
     assert max(u.abs().max().item() for u in updates.values()) > 1e-3, "parameters did not move: vacuous comparison"
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(two[name], one[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
         # The update itself, relative to its size: catches a gradient off by a factor in a small tensor.
         # (Tensors whose true update is ~0, such as attention key biases, carry only rounding noise.)
         reference = updates[name].norm().item()
@@ -189,14 +194,17 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
     assert _step_logs(two[0]) == _step_logs(two[1])
 
     # Same as one process with the same global batch.
-    _assert_parameters_match(two_params[0], one_params, initial)
+    from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting
+
+    aggregator = issubclass(WEIGHTINGS[TWO_PROCESSES[name][0]["weighting"]], AggregatorWeighting)
+    _assert_parameters_match(two_params[0], one_params, initial, *(AGGREGATOR_TOLERANCE if aggregator else ()))
     _assert_same_values(two[0]["weighting_state"], one["weighting_state"], "weighting_state")
     steps_two, steps_one = _step_logs(two[0]), _step_logs(one)
     assert len(steps_one) == 3 and len(steps_two) == len(steps_one)
     for step, (a, b) in enumerate(zip(steps_two, steps_one), start=1):
         assert sorted(a) == sorted(b), f"step {step}: logged keys differ"
         assert any(k.startswith("weight_") for k in b) and any(k.startswith("loss_") for k in b)
-        _assert_same_values(a, b, f"log step {step}")
+        _assert_same_values(a, b, f"log step {step}", *(AGGREGATOR_TOLERANCE if aggregator else ()))
 
 
 @pytest.mark.parametrize("name", DDP_CASES)
