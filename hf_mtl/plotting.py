@@ -62,6 +62,16 @@ class Curves:
         return not (self.loss or self.weight or self.grad_norm or self.eval or self.mean_loss[0] or self.glue_score[0])
 
 
+def _last_evaluation_per_step(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop an evaluation that a later one at the same step repeats (the final `--do_eval` after an
+    in-training evaluation at the last step), so curves get one point per step."""
+    def key(entry: dict[str, Any]) -> tuple:
+        return entry.get("step"), frozenset(k for k in entry if k.startswith("eval_"))
+
+    last = {key(e): i for i, e in enumerate(history) if any(k.startswith("eval_") for k in e)}
+    return [e for i, e in enumerate(history) if not any(k.startswith("eval_") for k in e) or last[key(e)] == i]
+
+
 def load_log_history(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The log history of a run: `RUN/trainer_state.json`, else the one of its last checkpoint.
 
@@ -83,7 +93,7 @@ def load_log_history(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
             "training run (hf-mtl train saves the state there), or the path of a trainer_state.json."
         )
     state = json.loads(state_file.read_text())
-    history = list(state.get("log_history", []))
+    history = _last_evaluation_per_step(state.get("log_history", []))
     eval_file = state_file.parent / EVAL_RESULTS
     if eval_file.is_file():
         final = {k: v for k, v in json.loads(eval_file.read_text()).items() if k.startswith("eval_")}
