@@ -22,7 +22,11 @@ Timing: after `--warmup` rounds, each of `--repeats` rounds runs `equal, S1, equ
 equal`; each strategy's ratio in a round is its step time over the mean of the two `equal` steps
 around it, and the table reports the median ratio over rounds (with the quartiles), so slow drifts of
 the machine cancel out. `equal`'s own quartiles are those of each interior `equal` step against its
-two `equal` neighbours: the noise floor of the measurement.
+two `equal` neighbours: the noise floor of the measurement. The same ratios are computed from the CPU
+time of the process (`time.process_time`, all threads): on a machine shared with other jobs, run with
+`--threads 1` and read that column; the wall time then measures the other jobs as much as the step
+(with several threads per process and more runnable threads than cores, torch's threads wait on each
+other at every parallel region and a step can take 5× longer; the CPU time then includes that waiting).
 
 Peak memory: each strategy runs again in a fresh subprocess: model, optimizer, batches and one
 warm-up step (so the optimizer state exists), gradients freed, then the peak over `MEMORY_STEPS`
@@ -31,8 +35,10 @@ steps is taken above the memory at that point. On CPU that is the peak resident 
 at 64 KiB so freed tensors go back to the system and the resident size follows live memory); on
 CUDA, `torch.cuda.max_memory_allocated`. The whole-process peak is reported too.
 
-`extra buffer` is the parameter-sized buffer the engine holds when it needs each task's own gradient
-(a gradient-level strategy, or gradient accumulation): trainable parameters × element size.
+`extra buffer` is what the engine holds beyond `.grad` (see `extra_buffer_mb`): one parameter-sized
+buffer (trainable parameters × element size) when it needs each task's own gradient (a gradient-level
+strategy, or gradient accumulation), the K × P matrix of the shared parameters' task gradients for
+the strategies that need all K at once, nothing otherwise.
 """
 
 from __future__ import annotations
@@ -231,17 +237,18 @@ def _step_function(setup: _Setup, name: str) -> Callable[[], None]:
     return step
 
 
-def _timer(device: str) -> Callable[[Callable[[], None]], float]:
+def _timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float]]:
+    """Runs a step; returns its wall time and the CPU time of this process (all threads) it took."""
     import torch
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def timed(step: Callable[[], None]) -> float:
+    def timed(step: Callable[[], None]) -> tuple[float, float]:
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         step()
         sync()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     return timed
 
@@ -275,36 +282,47 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def time_strategies(config: SpeedConfig, setup: _Setup, names: Sequence[str], log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Alternating rounds `equal, S1, equal, S2, ..., equal`; per strategy the step times and paired ratios."""
+    """Alternating rounds `equal, S1, equal, S2, ..., equal`; per strategy the step times and paired ratios,
+    for the wall time and for the CPU time of the process."""
     timed = _timer(config.device)
     others = [n for n in names if n != "equal"]
     steps = {name: _step_function(setup, name) for name in ["equal", *others]}
     for _ in range(config.warmup):
         for name in ["equal", *others]:
             timed(steps[name])
-    times: dict[str, list[float]] = {name: [] for name in ["equal", *others]}
-    ratios: dict[str, list[float]] = {name: [] for name in ["equal", *others]}
+    clocks = ("wall", "cpu")
+    times = {clock: {name: [] for name in ["equal", *others]} for clock in clocks}
+    ratios = {clock: {name: [] for name in ["equal", *others]} for clock in clocks}
     for r in range(config.repeats):
-        equal_times = [timed(steps["equal"])]
+        sequence = [("equal", timed(steps["equal"]))]
         for name in others:
-            t = timed(steps[name])
-            equal_times.append(timed(steps["equal"]))
-            times[name].append(t)
-            ratios[name].append(t / ((equal_times[-2] + equal_times[-1]) / 2))
-        times["equal"] += equal_times
-        ratios["equal"] += [equal_times[j] / ((equal_times[j - 1] + equal_times[j + 1]) / 2) for j in range(1, len(equal_times) - 1)]
-        log(f"  round {r + 1}/{config.repeats}: " + ", ".join(f"{n} {times[n][-1]:.3f}s" for n in ["equal", *others]))
+            sequence += [(name, timed(steps[name])), ("equal", timed(steps["equal"]))]
+        for c, clock in enumerate(clocks):
+            equal = [t[c] for n, t in sequence if n == "equal"]
+            for j, name in enumerate(others):  # sequence[2j+1] is `name`, between equal steps j and j+1
+                t = sequence[2 * j + 1][1][c]
+                times[clock][name].append(t)
+                ratios[clock][name].append(t / ((equal[j] + equal[j + 1]) / 2))
+            times[clock]["equal"] += equal
+            # equal against its own neighbours: the noise floor
+            ratios[clock]["equal"] += [equal[j] / ((equal[j - 1] + equal[j + 1]) / 2) for j in range(1, len(equal) - 1)]
+        log(f"  round {r + 1}/{config.repeats}: " + ", ".join(
+            f"{n} {times['wall'][n][-1]:.3f}s ({times['cpu'][n][-1]:.3f}s CPU)" for n in ["equal", *others]))
     results = {}
     for name in ["equal", *others]:
-        q1, median_ratio, q3 = _quantiles(ratios[name]) if ratios[name] else (1.0, 1.0, 1.0)
-        results[name] = {
-            "median_step_s": statistics.median(times[name]),
-            "ratio_to_equal": 1.0 if name == "equal" else median_ratio,
-            "ratio_q25": q1,
-            "ratio_q75": q3,
-            "step_times_s": times[name],
-            "ratios": ratios[name],
-        }
+        entry: dict[str, Any] = {}
+        for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
+            values = ratios[clock][name]
+            q1, median_ratio, q3 = _quantiles(values) if values else (1.0, 1.0, 1.0)
+            entry.update({
+                f"median_{prefix}step_s": statistics.median(times[clock][name]),
+                f"{prefix}ratio_to_equal": 1.0 if name == "equal" else median_ratio,
+                f"{prefix}ratio_q25": q1,
+                f"{prefix}ratio_q75": q3,
+                f"{prefix}step_times_s": times[clock][name],
+                f"{prefix}ratios": values,
+            })
+        results[name] = entry
     return results
 
 
@@ -504,15 +522,16 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"{run['optimizer']}; median of {config['repeats']} alternating rounds after {config['warmup']} warm-up."
             + (f" Renamed copies (same task, next rows): {'; '.join(renamed)}." if renamed else ""),
             "",
-            "| strategy | level | median step (s) | × equal (median) | × equal (quartiles) | peak step memory (MB) | × equal | peak process memory (MB) | extra buffer (MB) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| strategy | level | median step (s) | × equal (median) | × equal (quartiles) | CPU time × equal (median) "
+            "| peak step memory (MB) | × equal | peak process memory (MB) | extra buffer (MB) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in run["results"]:
             memory = (f"{r['peak_mb']:.0f} | {r['memory_ratio_to_equal']:.2f} | {r['peak_total_mb']:.0f}"
                       if "peak_mb" in r else "– | – | –")
             lines.append(
                 f"| {r['strategy']} | {r['level']} | {r['median_step_s']:.3f} | {r['ratio_to_equal']:.3f} | "
-                f"{r['ratio_q25']:.3f}–{r['ratio_q75']:.3f} | {memory} | {r['extra_buffer_mb']:.1f} |"
+                f"{r['ratio_q25']:.3f}–{r['ratio_q75']:.3f} | {r['cpu_ratio_to_equal']:.3f} | {memory} | {r['extra_buffer_mb']:.1f} |"
             )
         lines.append("")
     env = report["environment"]
@@ -521,6 +540,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         f"{', '.join(f'{x:.1f}' for x in env.get('loadavg_end', env['loadavg_start']))} on {env['cpu_count']} CPUs. "
         "`summed-loss`: the K losses averaged into one scalar, one backward (all activations alive at once). "
         "`equal` quartiles: each equal step against its two equal neighbours (the noise floor). "
+        "CPU time: of this process, all threads (robust to other jobs with --threads 1; with more threads it includes "
+        "spin-waiting). "
         "Peak step memory: above the memory after setup and one warm-up step, fresh process per strategy."
     )
     return "\n".join(lines)

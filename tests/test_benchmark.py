@@ -41,9 +41,10 @@ def test_bench_speed_smoke(tmp_path, glue_dir, tokenizer, capsys):
     assert run["num_tasks"] == 2 and run["tasks"] == ["sst2", "mrpc"] and run["batch_shape"] == [4, 16]
     assert [r["strategy"] for r in run["results"]] == [*strategies, SUMMED]
     for r in run["results"]:
-        for key in ("median_step_s", "ratio_to_equal", "ratio_q25", "ratio_q75", "peak_mb", "peak_total_mb", "memory_ratio_to_equal"):
+        for key in ("median_step_s", "ratio_to_equal", "ratio_q25", "ratio_q75", "median_cpu_step_s", "cpu_ratio_to_equal",
+                    "peak_mb", "peak_total_mb", "memory_ratio_to_equal"):
             assert math.isfinite(r[key]), (r["strategy"], key)
-        assert r["median_step_s"] > 0 and r["ratio_to_equal"] > 0 and r["peak_total_mb"] > 0
+        assert r["median_step_s"] > 0 and r["ratio_to_equal"] > 0 and r["cpu_ratio_to_equal"] > 0 and r["peak_total_mb"] > 0
         gradient_level = r["strategy"] in WEIGHTINGS and WEIGHTINGS[r["strategy"]].level == "gradient"
         assert (r["extra_buffer_mb"] > 0) == gradient_level
     assert run["results"][0]["ratio_to_equal"] == 1.0
