@@ -587,20 +587,36 @@ def speed_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def bench(argv: Sequence[str]) -> int:
-    """`hf-mtl bench SUITE [flags]`; the one suite is `speed`."""
-    argv = list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: hf-mtl bench speed [flags]   (hf-mtl bench speed --help lists them)")
-        return 0 if argv else 2
-    if argv[0] != "speed":
-        print(f"hf-mtl bench: unknown benchmark {argv[0]!r}; the available one is: speed", file=sys.stderr)
-        return 2
-    config = SpeedConfig(**vars(speed_parser().parse_args(argv[1:])))
-    report = run_speed(config, argv[1:])
+def _speed(argv: Sequence[str]) -> int:
+    config = SpeedConfig(**vars(speed_parser().parse_args(argv)))
+    report = run_speed(config, argv)
     print(markdown_table(report))
     print(f"\nJSON report: {config.output} ({report['elapsed_s']:.0f} s)")
     return 0
+
+
+def _torchjd(argv: Sequence[str]) -> int:
+    from .bench_torchjd import main
+
+    return main(argv)
+
+
+#: `hf-mtl bench SUITE`: each suite's entry point takes the flags after the suite's name (modules
+#: imported lazily, so one suite's optional dependencies never load for another).
+SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd}
+
+
+def bench(argv: Sequence[str]) -> int:
+    """`hf-mtl bench SUITE [flags]`; the suites are the keys of `SUITES`."""
+    argv = list(argv)
+    names = ", ".join(SUITES)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: hf-mtl bench SUITE [flags]   (SUITE one of: {names}; hf-mtl bench SUITE --help lists them)")
+        return 0 if argv else 2
+    if argv[0] not in SUITES:
+        print(f"hf-mtl bench: unknown benchmark {argv[0]!r}; the available ones are: {names}", file=sys.stderr)
+        return 2
+    return SUITES[argv[0]](argv[1:])
 
 
 def _memory_worker(payload: str) -> None:
