@@ -209,8 +209,9 @@ def _build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tu
     return _Setup(model, optimizer, accelerator, specs, batch, weightings, description, sources)
 
 
-def _step_function(setup: _Setup, name: str) -> Callable[[], None]:
-    """One full optimizer step of strategy `name`, as the Trainer runs it."""
+def forward_backward_function(setup: _Setup, name: str) -> Callable[[], None]:
+    """Strategy `name`'s forward and backward passes (what `MultiTaskTrainer.training_step` runs):
+    leaves the step's gradient in `.grad`."""
     from .engine import TaskByTaskStep
 
     model, accelerator, batch = setup.model, setup.accelerator, setup.batch
@@ -227,14 +228,26 @@ def _step_function(setup: _Setup, name: str) -> Callable[[], None]:
         def forward_backward() -> None:
             engine(model, [batch], step=next(count))
 
+    return forward_backward
+
+
+def optimizer_step(setup: _Setup, forward_backward: Callable[[], None]) -> Callable[[], None]:
+    """One full optimizer step around `forward_backward`: what the Trainer's loop does after training_step."""
+    model = setup.model
+
     def step() -> None:
-        # The Trainer's inner loop after training_step: clip (max_grad_norm 1.0), step, zero_grad.
+        # clip (max_grad_norm 1.0), step, zero_grad
         forward_backward()
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        setup.accelerator.clip_grad_norm_(model.parameters(), 1.0)
         setup.optimizer.step()
         model.zero_grad()
 
     return step
+
+
+def _step_function(setup: _Setup, name: str) -> Callable[[], None]:
+    """One full optimizer step of strategy `name`, as the Trainer runs it."""
+    return optimizer_step(setup, forward_backward_function(setup, name))
 
 
 def _timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float]]:
@@ -281,42 +294,45 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def time_strategies(config: SpeedConfig, setup: _Setup, names: Sequence[str], log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """Alternating rounds `equal, S1, equal, S2, ..., equal`; per strategy the step times and paired ratios,
-    for the wall time and for the CPU time of the process."""
+def time_strategies(config: SpeedConfig, setup: _Setup, names: Sequence[str], log: Callable[[str], None],
+                    reference: str = "equal", step_function: Callable[[_Setup, str], Callable[[], None]] = _step_function,
+                    ratio_key: str = "ratio_to_equal") -> dict[str, dict[str, Any]]:
+    """Alternating rounds `R, S1, R, S2, ..., R` (R = `reference`, by default `equal`); per step the times and
+    the ratios to the mean of the two R steps around it (under `ratio_key`), for the wall time and for the
+    CPU time of the process. `step_function(setup, name)` makes each name's full step."""
     timed = _timer(config.device)
-    others = [n for n in names if n != "equal"]
-    steps = {name: _step_function(setup, name) for name in ["equal", *others]}
+    others = [n for n in names if n != reference]
+    steps = {name: step_function(setup, name) for name in [reference, *others]}
     for _ in range(config.warmup):
-        for name in ["equal", *others]:
+        for name in [reference, *others]:
             timed(steps[name])
     clocks = ("wall", "cpu")
-    times = {clock: {name: [] for name in ["equal", *others]} for clock in clocks}
-    ratios = {clock: {name: [] for name in ["equal", *others]} for clock in clocks}
+    times = {clock: {name: [] for name in [reference, *others]} for clock in clocks}
+    ratios = {clock: {name: [] for name in [reference, *others]} for clock in clocks}
     for r in range(config.repeats):
-        sequence = [("equal", timed(steps["equal"]))]
+        sequence = [(reference, timed(steps[reference]))]
         for name in others:
-            sequence += [(name, timed(steps[name])), ("equal", timed(steps["equal"]))]
+            sequence += [(name, timed(steps[name])), (reference, timed(steps[reference]))]
         for c, clock in enumerate(clocks):
-            equal = [t[c] for n, t in sequence if n == "equal"]
-            for j, name in enumerate(others):  # sequence[2j+1] is `name`, between equal steps j and j+1
+            ref = [t[c] for n, t in sequence if n == reference]
+            for j, name in enumerate(others):  # sequence[2j+1] is `name`, between reference steps j and j+1
                 t = sequence[2 * j + 1][1][c]
                 times[clock][name].append(t)
-                ratios[clock][name].append(t / ((equal[j] + equal[j + 1]) / 2))
-            times[clock]["equal"] += equal
-            # equal against its own neighbours: the noise floor
-            ratios[clock]["equal"] += [equal[j] / ((equal[j - 1] + equal[j + 1]) / 2) for j in range(1, len(equal) - 1)]
+                ratios[clock][name].append(t / ((ref[j] + ref[j + 1]) / 2))
+            times[clock][reference] += ref
+            # the reference against its own neighbours: the noise floor
+            ratios[clock][reference] += [ref[j] / ((ref[j - 1] + ref[j + 1]) / 2) for j in range(1, len(ref) - 1)]
         log(f"  round {r + 1}/{config.repeats}: " + ", ".join(
-            f"{n} {times['wall'][n][-1]:.3f}s ({times['cpu'][n][-1]:.3f}s CPU)" for n in ["equal", *others]))
+            f"{n} {times['wall'][n][-1]:.3f}s ({times['cpu'][n][-1]:.3f}s CPU)" for n in [reference, *others]))
     results = {}
-    for name in ["equal", *others]:
+    for name in [reference, *others]:
         entry: dict[str, Any] = {}
         for clock, prefix in (("wall", ""), ("cpu", "cpu_")):
             values = ratios[clock][name]
             q1, median_ratio, q3 = _quantiles(values) if values else (1.0, 1.0, 1.0)
             entry.update({
                 f"median_{prefix}step_s": statistics.median(times[clock][name]),
-                f"{prefix}ratio_to_equal": 1.0 if name == "equal" else median_ratio,
+                f"{prefix}{ratio_key}": 1.0 if name == reference else median_ratio,
                 f"{prefix}ratio_q25": q1,
                 f"{prefix}ratio_q75": q3,
                 f"{prefix}step_times_s": times[clock][name],
@@ -358,12 +374,21 @@ def _peak_rss_mb() -> float:
     return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
-def measure_memory(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+#: `make_step(config, k, name, optimizer_spec)`: a fresh setup and the full step `name` on it.
+StepFactory = Callable[[SpeedConfig, int, str, tuple[str, dict[str, Any]]], Callable[[], None]]
+
+
+def speed_step(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]]) -> Callable[[], None]:
+    """A fresh setup and strategy `name`'s step on it: what `bench speed`'s memory subprocess measures."""
+    return _step_function(_build(config, k, ["equal", name], optimizer_spec), name)
+
+
+def measure_memory(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]],
+                   make_step: StepFactory = speed_step) -> dict[str, Any]:
     """In this process (meant to be fresh): the peak memory of `name`'s step above the post-setup memory."""
     import torch
 
-    setup = _build(config, k, ["equal", name], optimizer_spec)
-    step = _step_function(setup, name)
+    step = make_step(config, k, name, optimizer_spec)
     step()  # optimizer state now exists; the step's gradients are freed by its zero_grad
     gc.collect()
     if config.device == "cuda":
@@ -384,8 +409,22 @@ def measure_memory(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple
     return {"peak_mb": peak - baseline, "peak_total_mb": peak, "baseline_mb": baseline, "memory_method": how}
 
 
-def _memory_in_subprocess(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]]) -> dict[str, Any]:
-    payload = json.dumps({"config": dataclasses.asdict(config), "k": k, "name": name, "optimizer": optimizer_spec})
+def _qualified_name(obj: Any) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def _resolve(qualified_name: str) -> Any:
+    import importlib
+
+    module, _, name = qualified_name.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _memory_in_subprocess(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]],
+                          make_step: StepFactory) -> dict[str, Any]:
+    # The worker re-creates the config (any SpeedConfig subclass) and the step factory from their import paths.
+    payload = json.dumps({"config_class": _qualified_name(type(config)), "config": dataclasses.asdict(config),
+                          "make_step": _qualified_name(make_step), "k": k, "name": name, "optimizer": optimizer_spec})
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MMAP_THRESHOLD, TOKENIZERS_PARALLELISM="false")
     done = subprocess.run([sys.executable, "-m", "hf_mtl.benchmark", "--memory-worker", payload],
                           env=env, capture_output=True, text=True)
@@ -395,12 +434,13 @@ def _memory_in_subprocess(config: SpeedConfig, k: int, name: str, optimizer_spec
 
 
 def measure_memories(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]],
-                     log: Callable[[str], None]) -> dict[str, dict[str, Any]]:
-    """One fresh subprocess per strategy, two at a time (each measures its own peak; timing is already done)."""
+                     log: Callable[[str], None], make_step: StepFactory = speed_step) -> dict[str, dict[str, Any]]:
+    """One fresh subprocess per strategy, two at a time (each measures its own peak; timing is already done).
+    `make_step` must be a module-level function (the subprocess imports it by name)."""
     log(f"K={k}: peak memory of {', '.join(names)} (one fresh process each)")
     results = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_memory_in_subprocess, config, k, name, optimizer_spec) for name in names}
+        futures = {name: pool.submit(_memory_in_subprocess, config, k, name, optimizer_spec, make_step) for name in names}
         for name, future in futures.items():
             try:
                 results[name] = future.result()
@@ -601,9 +641,15 @@ def _torchjd(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _quality(argv: Sequence[str]) -> int:
+    from .bench_quality import main
+
+    return main(argv)
+
+
 #: `hf-mtl bench SUITE`: each suite's entry point takes the flags after the suite's name (modules
 #: imported lazily, so one suite's optional dependencies never load for another).
-SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd}
+SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd, "quality": _quality}
 
 
 def bench(argv: Sequence[str]) -> int:
@@ -621,7 +667,8 @@ def bench(argv: Sequence[str]) -> int:
 
 def _memory_worker(payload: str) -> None:
     request = json.loads(payload)
-    result = measure_memory(SpeedConfig(**request["config"]), request["k"], request["name"], tuple(request["optimizer"]))
+    config = _resolve(request["config_class"])(**request["config"])
+    result = measure_memory(config, request["k"], request["name"], tuple(request["optimizer"]), _resolve(request["make_step"]))
     print(json.dumps(result))
 
 
