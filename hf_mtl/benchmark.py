@@ -474,17 +474,60 @@ def _strategy_names(config: SpeedConfig) -> list[str]:
 
 def run_speed(config: SpeedConfig, argv: Sequence[str] = (), log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the benchmark; returns the JSON report (also written to `config.output`)."""
+    from .weighting import WEIGHTINGS
+
+    log = log or _log_to_stderr
+    names = _strategy_names(config)
+    report = new_report("speed", config, argv, (
+        "step = hf_mtl.engine.TaskByTaskStep (what MultiTaskTrainer.training_step runs) on an "
+        "accelerate.Accelerator-prepared model and optimizer, then clip_grad_norm_(1.0), optimizer.step(), "
+        "zero_grad(); summed-loss = mean of the K task losses, one backward; rounds equal,S1,equal,S2,...,equal, "
+        "ratio = step time / mean of the neighbouring equal steps, median over rounds; peak memory from a fresh "
+        "subprocess per strategy, above the memory after setup and one warm-up step"
+    ))
+    started = time.perf_counter()
+    optimizer_spec = trainer_optimizer(config)
+    for k in config.tasks:
+        log(f"K={k}: building model, optimizer and batches")
+        setup = _build(config, k, names, optimizer_spec)
+        log(f"K={k}: timing {', '.join(names)} ({config.warmup} warm-up + {config.repeats} rounds)")
+        timings = time_strategies(config, setup, names, log)
+        run = new_run(config, k, setup)
+        for name in names:
+            cls = WEIGHTINGS.get(name)
+            run["results"].append({
+                "strategy": name,
+                "level": _level(cls),
+                **timings[name],
+                "extra_buffer_mb": 0.0 if cls is None else extra_buffer_mb(cls, setup.model, k),
+            })
+        del setup
+        gc.collect()
+        if config.memory:
+            memories = measure_memories(config, k, names, optimizer_spec, log)
+            for result in run["results"]:
+                result.update(memories[result["strategy"]])
+            equal_peak = run["results"][0].get("peak_mb", math.nan)
+            for result in run["results"]:
+                if "peak_mb" in result:
+                    result["memory_ratio_to_equal"] = result["peak_mb"] / equal_peak if equal_peak > 0 else math.nan
+        add_run(report, run, config, started)
+    return report
+
+
+def _log_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def new_report(suite: str, config: SpeedConfig, argv: Sequence[str], method: str) -> dict[str, Any]:
+    """The JSON report of `hf-mtl bench SUITE argv` before its runs: command, config, environment, method."""
     import torch
     import transformers
 
-    from .weighting import WEIGHTINGS
-
-    log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-    names = _strategy_names(config)
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    report: dict[str, Any] = {
-        "command": "hf-mtl bench speed " + shlex.join(argv),
+    return {
+        "command": f"hf-mtl bench {suite} " + shlex.join(argv),
         "config": dataclasses.asdict(config),
         "environment": {
             "python": platform.python_version(),
@@ -496,72 +539,39 @@ def run_speed(config: SpeedConfig, argv: Sequence[str] = (), log: Callable[[str]
             # Other processes on the machine add noise; the alternating ratios cancel drift, not contention.
             "loadavg_start": os.getloadavg(),
         },
-        "method": (
-            "step = hf_mtl.engine.TaskByTaskStep (what MultiTaskTrainer.training_step runs) on an "
-            "accelerate.Accelerator-prepared model and optimizer, then clip_grad_norm_(1.0), optimizer.step(), "
-            "zero_grad(); summed-loss = mean of the K task losses, one backward; rounds equal,S1,equal,S2,...,equal, "
-            "ratio = step time / mean of the neighbouring equal steps, median over rounds; peak memory from a fresh "
-            "subprocess per strategy, above the memory after setup and one warm-up step"
-        ),
+        "method": method,
         "runs": [],
     }
-    started = time.perf_counter()
-    optimizer_spec = trainer_optimizer(config)
-    for k in config.tasks:
-        log(f"K={k}: building model, optimizer and batches")
-        setup = _build(config, k, names, optimizer_spec)
-        log(f"K={k}: timing {', '.join(names)} ({config.warmup} warm-up + {config.repeats} rounds)")
-        timings = time_strategies(config, setup, names, log)
-        params = setup.params
-        run: dict[str, Any] = {
-            "num_tasks": k,
-            "tasks": [s.name for s in setup.specs],
-            "task_rows": setup.sources,
-            "batch_shape": [config.batch_size, config.seq_len],
-            "trainable_parameters": sum(p.numel() for p in params),
-            "optimizer": setup.optimizer_name,
-            "results": [],
-        }
-        for name in names:
-            cls = WEIGHTINGS.get(name)
-            run["results"].append({
-                "strategy": name,
-                "level": _level(cls),
-                **timings[name],
-                "extra_buffer_mb": 0.0 if cls is None else extra_buffer_mb(cls, setup.model, k),
-            })
-        del setup, params
-        gc.collect()
-        if config.memory:
-            memories = measure_memories(config, k, names, optimizer_spec, log)
-            for result in run["results"]:
-                result.update(memories[result["strategy"]])
-            equal_peak = run["results"][0].get("peak_mb", math.nan)
-            for result in run["results"]:
-                if "peak_mb" in result:
-                    result["memory_ratio_to_equal"] = result["peak_mb"] / equal_peak if equal_peak > 0 else math.nan
-        report["runs"].append(run)
-        report["elapsed_s"] = time.perf_counter() - started
-        report["environment"]["loadavg_end"] = os.getloadavg()
-        with open(config.output, "w") as f:  # after every K, so that a long run's first results survive
-            json.dump(report, f, indent=2)
-    return report
+
+
+def new_run(config: SpeedConfig, k: int, setup: _Setup) -> dict[str, Any]:
+    """A report's entry for K tasks, before its results: the tasks, their rows, the model and the optimizer."""
+    return {
+        "num_tasks": k,
+        "tasks": [s.name for s in setup.specs],
+        "task_rows": setup.sources,
+        "batch_shape": [config.batch_size, config.seq_len],
+        "trainable_parameters": sum(p.numel() for p in setup.params),
+        "optimizer": setup.optimizer_name,
+        "results": [],
+    }
+
+
+def add_run(report: dict[str, Any], run: dict[str, Any], config: SpeedConfig, started: float) -> None:
+    """Append `run` and write the report: after every K, so that a long run's first results survive."""
+    report["runs"].append(run)
+    report["elapsed_s"] = time.perf_counter() - started
+    report["environment"]["loadavg_end"] = os.getloadavg()
+    with open(config.output, "w") as f:
+        json.dump(report, f, indent=2)
 
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as Markdown: one table per number of tasks."""
-    config = report["config"]
     lines = []
     for run in report["runs"]:
-        renamed = [f"{name} = {rows}" for name, rows in run["task_rows"].items() if name not in BASE_TASKS]
         lines += [
-            f"### K = {run['num_tasks']} tasks: {', '.join(run['tasks'])}",
-            "",
-            f"{run['batch_shape'][0]} rows × {run['batch_shape'][1]} tokens per task, {config['device']}"
-            f"{' bf16' if config['bf16'] else ''}, {run['trainable_parameters'] / 1e6:.1f}M trainable parameters, "
-            f"{run['optimizer']}; median of {config['repeats']} alternating rounds after {config['warmup']} warm-up."
-            + (f" Renamed copies (same task, next rows): {'; '.join(renamed)}." if renamed else ""),
-            "",
+            *run_caption(report, run),
             "| strategy | level | median step (s) | × equal (median) | × equal (quartiles) | CPU time × equal (median) "
             "| peak step memory (MB) | × equal | peak process memory (MB) | extra buffer (MB) |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -574,10 +584,8 @@ def markdown_table(report: dict[str, Any]) -> str:
                 f"{r['ratio_q25']:.3f}–{r['ratio_q75']:.3f} | {r['cpu_ratio_to_equal']:.3f} | {memory} | {r['extra_buffer_mb']:.1f} |"
             )
         lines.append("")
-    env = report["environment"]
     lines.append(
-        f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.1f}' for x in env['loadavg_start'])}, at end "
-        f"{', '.join(f'{x:.1f}' for x in env.get('loadavg_end', env['loadavg_start']))} on {env['cpu_count']} CPUs. "
+        load_average_note(report) + " "
         "`summed-loss`: the K losses averaged into one scalar, one backward (all activations alive at once). "
         "`equal` quartiles: each equal step against its two equal neighbours (the noise floor). "
         "CPU time: of this process, all threads (robust to other jobs with --threads 1; with more threads it includes "
@@ -585,6 +593,27 @@ def markdown_table(report: dict[str, Any]) -> str:
         "Peak step memory: above the memory after setup and one warm-up step, fresh process per strategy."
     )
     return "\n".join(lines)
+
+
+def run_caption(report: dict[str, Any], run: dict[str, Any]) -> list[str]:
+    """A run's Markdown heading and description line (tasks, batch, device, model size, optimizer, rounds)."""
+    config = report["config"]
+    renamed = [f"{name} = {rows}" for name, rows in run["task_rows"].items() if name not in BASE_TASKS]
+    return [
+        f"### K = {run['num_tasks']} tasks: {', '.join(run['tasks'])}",
+        "",
+        f"{run['batch_shape'][0]} rows × {run['batch_shape'][1]} tokens per task, {config['device']}"
+        f"{' bf16' if config['bf16'] else ''}, {run['trainable_parameters'] / 1e6:.1f}M trainable parameters, "
+        f"{run['optimizer']}; median of {config['repeats']} alternating rounds after {config['warmup']} warm-up."
+        + (f" Renamed copies (same task, next rows): {'; '.join(renamed)}." if renamed else ""),
+        "",
+    ]
+
+
+def load_average_note(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    return (f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.1f}' for x in env['loadavg_start'])}, at end "
+            f"{', '.join(f'{x:.1f}' for x in env.get('loadavg_end', env['loadavg_start']))} on {env['cpu_count']} CPUs.")
 
 
 # ---- command line ---------------------------------------------------------------------------------
@@ -602,15 +631,20 @@ def _name_list(value: str) -> list[str]:
 
 
 def speed_parser() -> argparse.ArgumentParser:
-    defaults = SpeedConfig()
     parser = argparse.ArgumentParser(
         prog="hf-mtl bench speed",
         description="Time every weighting strategy's full optimizer step against `equal` (alternating, same batches) "
         "and measure its peak memory; prints a Markdown table and writes a JSON report.",
     )
-    parser.add_argument("--tasks", type=_int_list, default=defaults.tasks, help="numbers of tasks K to run, e.g. 3,6 (default)")
     parser.add_argument("--weightings", type=_name_list, default=None,
                         help="comma-separated strategies (default: every registered one); equal is always included")
+    add_common_arguments(parser, SpeedConfig())
+    return parser
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, defaults: SpeedConfig) -> None:
+    """The flags every suite built on `SpeedConfig` shares (all its fields but `weightings`)."""
+    parser.add_argument("--tasks", type=_int_list, default=defaults.tasks, help="numbers of tasks K to run, e.g. 3,6 (default)")
     parser.add_argument("--batch_size", type=int, default=defaults.batch_size, help="rows per task (default 16)")
     parser.add_argument("--seq_len", type=int, default=defaults.seq_len, help="tokens per row, padded/truncated (default 64)")
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="alternating timed rounds (default 3)")
@@ -623,8 +657,7 @@ def speed_parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads (default: torch's choice, one per core); 1 keeps timings sane on a busy machine")
     parser.add_argument("--no_memory", dest="memory", action="store_false", help="skip the per-strategy memory subprocesses")
     parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--output", default=defaults.output, help="JSON report (default bench-speed.json)")
-    return parser
+    parser.add_argument("--output", default=defaults.output, help=f"JSON report (default {defaults.output})")
 
 
 def _speed(argv: Sequence[str]) -> int:
