@@ -1,0 +1,486 @@
+"""`hf-mtl bench quality`: which weighting should I use? A grid of strategies × seeds on your tasks.
+
+    hf-mtl bench quality [CONFIG.yaml] --output_dir DIR [--tasks sst2,mrpc,stsb,wnli]
+        [--weightings equal,geometric,power:gamma=-1,...|all] [--seeds 1,2,3] [--no_single_task]
+        [--keep_models] [any `hf-mtl train` flag: --max_steps 100 --learning_rate 1e-4 ...]
+
+Every grid point is one ordinary `hf-mtl train --do_train --do_eval` run (same data, same model, same
+flags) with its own `--weighting` and `--seed`, written to `DIR/runs/<strategy>/seed<k>/`. The
+single-task baselines train the same encoder on each task alone (`DIR/runs/single_<task>/seed<k>/`);
+their row combines, per seed, every task's own model into one GLUE score. A grid entry
+`NAME:key=value` passes `--key value` to that run only (`power:gamma=-1` is the power mean with
+γ = −1); `all` is every registered strategy that runs on its defaults (all but `static`).
+
+Resumable: a finished run leaves `bench_result.json` and is skipped next time; an interrupted one
+resumes from its last checkpoint (the flags decide the checkpoint schedule, e.g. `--save_steps 50`),
+and its wall time adds up over the attempts. A run that fails (e.g. diverges under `--nan_policy
+raise`) records its error and the sweep goes on; delete its folder to retry it.
+
+Results: `DIR/results.md` (per-task dev metrics and the GLUE score as mean ± standard deviation over
+seeds, the difference to `equal` with a paired t-test over seeds, wall time per run; the exact command
+at the top), `DIR/results.png` (GLUE score per strategy with error bars; per-task score differences to
+`equal`) and `DIR/results.json` (every run). Model weights are deleted once a run is measured, unless
+`--keep_models`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Written by every finished (or failed) run; its presence means "skip on resume".
+RESULT_FILE = "bench_result.json"
+#: Wall time of the attempts that were interrupted, so that a resumed run reports its whole time.
+PARTIAL_FILE = "bench_partial.json"
+#: The reference strategy every difference is taken against.
+REFERENCE = "equal"
+#: `all` leaves out the strategies that cannot run on their defaults.
+NOT_IN_ALL = ("static",)
+#: Flags the grid sets per run; passing them as `hf-mtl train` flags would be ambiguous.
+_GRID_FLAGS = ("--weighting", "--seed", "--output_dir", "--tasks")
+#: Run defaults a flag or the config file can override.
+_RUN_DEFAULTS = ["--do_train", "--do_eval", "--disable_tqdm", "true", "--report_to", "none", "--log_level", "warning"]
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One point of the grid: a strategy entry (or `single:<task>`) and a seed."""
+
+    entry: str
+    seed: int
+    tasks: tuple[str, ...]
+
+    @property
+    def single_task(self) -> bool:
+        return self.entry.startswith("single:")
+
+    @property
+    def folder(self) -> str:
+        name = f"single_{self.entry[7:]}" if self.single_task else self.entry
+        return re.sub(r"[^A-Za-z0-9_.+=-]", "_", name.replace(":", "_")) + f"/seed{self.seed}"
+
+    def train_flags(self) -> list[str]:
+        """The flags that make this grid point: tasks, weighting (+ its options) and seed."""
+        if self.single_task:
+            return ["--tasks", self.entry[7:], "--weighting", REFERENCE, "--seed", str(self.seed)]
+        name, options = parse_entry(self.entry)
+        flags = ["--tasks", ",".join(self.tasks), "--weighting", name, "--seed", str(self.seed)]
+        for key, value in options.items():
+            flags += [f"--{key}", value]
+        return flags
+
+
+def parse_entry(entry: str) -> tuple[str, dict[str, str]]:
+    """`power:gamma=-1:other=2` -> (`power`, {gamma: -1, other: 2})."""
+    name, *pairs = entry.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(
+                f"--weightings: entry {entry!r} has option {pair!r}; write NAME:key=value, e.g. power:gamma=-1."
+            )
+        options[key.lstrip("-")] = value
+    return name, options
+
+
+@dataclass
+class QualityConfig:
+    """The grid of one `hf-mtl bench quality` run (see the module docstring)."""
+
+    output_dir: str
+    tasks: list[str] = field(default_factory=lambda: ["sst2", "mrpc", "stsb", "wnli"])
+    weightings: list[str] = field(default_factory=lambda: ["all"])
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    single_task: bool = True
+    keep_models: bool = False
+    train_args: list[str] = field(default_factory=list)
+
+    def entries(self) -> list[str]:
+        from .weighting import WEIGHTINGS
+        from .weighting.registry import validate_weighting_name
+
+        entries: list[str] = []
+        for entry in self.weightings:
+            names = [n for n in WEIGHTINGS if n not in NOT_IN_ALL] if entry == "all" else [entry]
+            for name in names:
+                validate_weighting_name(parse_entry(name)[0])
+                if name not in entries:
+                    entries.append(name)
+        # First, whether listed or not: every difference is taken against it.
+        return [REFERENCE] + [e for e in entries if e != REFERENCE]
+
+    def grid(self) -> list[GridRun]:
+        """Strategy-major, in the order given (`equal` and the single-task baselines first): a sweep
+        stopped early has every seed of its first strategies, which is what a comparison needs."""
+        entries = self.entries()
+        singles = [f"single:{t}" for t in self.tasks] if self.single_task else []
+        entries = entries[:1] + singles + entries[1:]
+        return [GridRun(entry, seed, tuple(self.tasks)) for entry in entries for seed in self.seeds]
+
+
+def _list(value: Any) -> list[str]:
+    """`a,b c` or [`a,b`, `c`] -> [a, b, c]."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [v.strip() for item in items for v in str(item).split(",") if v.strip()]
+
+
+def _int_list(value: Any) -> list[int]:
+    try:
+        return [int(v) for v in _list(value)]
+    except ValueError as error:
+        raise ValueError(f"--seeds: {value!r} is not a list of integers; write e.g. --seeds 1,2,3.") from error
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; write true or false")
+
+
+def quality_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-mtl bench quality",
+        allow_abbrev=False,  # `--seed` is a train flag the grid refuses, not an abbreviation of --seeds
+        description="Grid of weighting strategies x seeds (plus single-task baselines) on a task set: a Markdown "
+        "table and a plot of dev metrics. Unknown flags go to every `hf-mtl train` run.",
+        usage="hf-mtl bench quality [CONFIG.yaml|CONFIG.json] [flags] [hf-mtl train flags]",
+        epilog="CONFIG: a YAML/JSON file holding any of the flags below plus any `hf-mtl train` flag; flags "
+        "given on the command line override it.",
+    )
+    parser.add_argument("--output_dir", help="sweep folder: runs/, results.md, results.png, results.json")
+    parser.add_argument("--tasks", nargs="+", help="task set (default sst2,mrpc,stsb,wnli)")
+    parser.add_argument("--weightings", nargs="+",
+                        help="grid entries (comma- or space-separated), NAME or NAME:key=value, or `all` (default)")
+    parser.add_argument("--seeds", nargs="+", help="seeds, comma- or space-separated (default 1,2,3)")
+    parser.add_argument("--single_task", type=_bool, nargs="?", const=True, help="also train each task alone (default true)")
+    parser.add_argument("--no_single_task", dest="single_task", action="store_false", help="skip the single-task baselines")
+    parser.add_argument("--keep_models", type=_bool, nargs="?", const=True, help="keep each run's weights and checkpoints")
+    return parser
+
+
+def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
+    """Flags over config-file values over defaults; every flag the parser does not know is a train flag."""
+    from .cli import _config_to_argv
+
+    argv = list(argv)
+    config_file = argv.pop(0) if argv and not argv[0].startswith("-") else None
+    args, train_args = quality_parser().parse_known_args(argv)
+    values: dict[str, Any] = {}
+    if config_file:
+        file_args, file_train_args = quality_parser().parse_known_args(_config_to_argv(config_file))
+        values.update({k: v for k, v in vars(file_args).items() if v is not None})
+        train_args = file_train_args + train_args
+    values.update({k: v for k, v in vars(args).items() if v is not None})
+    if not values.get("output_dir"):
+        raise ValueError("--output_dir: missing; give the sweep folder, e.g. --output_dir out/quality.")
+    for flag in _GRID_FLAGS[:3]:
+        if flag in train_args or any(a.startswith(flag + "=") for a in train_args):
+            raise ValueError(
+                f"{flag}: the grid sets it for every run; use --weightings, --seeds and --output_dir of bench quality."
+            )
+    config = QualityConfig(output_dir=values["output_dir"], train_args=list(train_args))
+    if "tasks" in values:
+        config.tasks = _list(values["tasks"])
+    if "weightings" in values:
+        config.weightings = _list(values["weightings"])
+    if "seeds" in values:
+        config.seeds = _int_list(values["seeds"])
+    for key in ("single_task", "keep_models"):
+        if key in values:
+            setattr(config, key, bool(values[key]))
+    if not config.seeds:
+        raise ValueError("--seeds: empty; give at least one seed, e.g. --seeds 1,2,3.")
+    return config
+
+
+def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
+    """Train and evaluate one grid point (or resume it), record its result, free its disk."""
+    from .cli import train
+
+    folder = Path(config.output_dir) / "runs" / run.folder
+    result_path = folder / RESULT_FILE
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    partial_path = folder / PARTIAL_FILE
+    earlier = json.loads(partial_path.read_text())["wall_s"] if partial_path.exists() else 0.0
+    argv = _RUN_DEFAULTS + config.train_args + run.train_flags() + ["--output_dir", str(folder)]
+    start = time.perf_counter()
+    result: dict[str, Any] = {**asdict(run), "command": "hf-mtl train " + shlex.join(argv), "resumed": earlier > 0}
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+            metrics = train(argv)
+    except (KeyboardInterrupt, SystemExit):
+        partial_path.write_text(json.dumps({"wall_s": earlier + time.perf_counter() - start}))
+        raise
+    except Exception as error:  # a diverged or broken run is a result of the sweep, not its end
+        result["error"] = f"{type(error).__name__}: {error}"
+        metrics = {}
+    result["wall_s"] = earlier + time.perf_counter() - start
+    result["metrics"] = {k: float(v) for k, v in metrics.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, result_path)
+    partial_path.unlink(missing_ok=True)
+    if not config.keep_models:
+        for path in folder.iterdir():
+            if path.name.startswith("checkpoint-"):
+                shutil.rmtree(path)
+            elif path.suffix in (".safetensors", ".bin", ".pt"):
+                path.unlink()
+    return result
+
+
+def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) the whole grid, then write results.md, results.png and results.json."""
+    import datasets
+    from tqdm.auto import tqdm
+
+    from .cli import parse_train_args
+
+    grid = config.grid()
+    # Bad train flags fail here, before the first run, not after an hour of sweeping.
+    parse_train_args(_RUN_DEFAULTS + config.train_args + grid[0].train_flags() + ["--output_dir", config.output_dir])
+    datasets.disable_progress_bars()
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    results = []
+    with tqdm(grid, desc="bench quality", unit="run", disable=not progress, file=sys.stderr) as bar:
+        for run in bar:
+            bar.set_postfix_str(f"{run.entry} seed {run.seed}")
+            results.append(run_one(run, config))
+    report = summarize(results, config, command="hf-mtl bench quality " + shlex.join(argv))
+    out = Path(config.output_dir)
+    (out / "results.json").write_text(json.dumps({"command": report["command"], "runs": results}, indent=2))
+    (out / "results.md").write_text(markdown_report(report))
+    plot_report(report, out / "results.png")
+    return report
+
+
+# --------------------------------------------------------------------------------------------------
+# Summaries
+
+
+def _task_metrics(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+    """{task: {metric: value}} from the `eval_<key>_<metric>` keys of a run; a task evaluated on several
+    splits (MNLI matched and mismatched) gets the mean over its splits, as its GLUE score does."""
+    from .plotting import _EVAL_BOOKKEEPING
+    from .tasks import parse_tasks
+
+    keys = {key: spec.name for spec in parse_tasks(",".join(tasks)) for key in spec.eval_keys().values()}
+    found: dict[str, dict[str, list[float]]] = {}
+    for name, value in metrics.items():
+        for key, task in keys.items():
+            metric = name.removeprefix(f"eval_{key}_")
+            if metric != name and metric not in _EVAL_BOOKKEEPING:
+                found.setdefault(task, {}).setdefault(metric, []).append(value)
+    return {task: {m: sum(v) / len(v) for m, v in ms.items()} for task, ms in found.items()}
+
+
+def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, command: str) -> dict[str, Any]:
+    """Per strategy: per-seed task metrics, task scores and GLUE score; the single-task runs of one
+    seed are combined into one `single-task` row."""
+    from .metrics import glue_score, task_score
+
+    tasks = list(config.tasks)
+    per_seed: dict[str, dict[int, dict[str, Any]]] = {}
+    failures = []
+    for result in results:
+        if result.get("error"):
+            failures.append(f"{result['entry']} seed {result['seed']}: {result['error']}")
+            continue
+        metrics = _task_metrics(result["metrics"], tasks)
+        row = "single-task" if result["entry"].startswith("single:") else result["entry"]
+        cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0, "runs": 0})
+        cell["metrics"].update(metrics)
+        cell["wall_s"] += result["wall_s"]
+        cell["runs"] += 1
+    rows = {}
+    for row, seeds in per_seed.items():
+        complete = {s: c for s, c in seeds.items() if all(t in c["metrics"] for t in tasks)}
+        if not complete:
+            continue
+        for cell in complete.values():
+            cell["task_scores"] = {t: task_score(cell["metrics"][t]) for t in tasks}
+            cell["glue_score"] = glue_score(cell["task_scores"])
+        rows[row] = complete
+    return {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
+            "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    return mean, std
+
+
+def _fmt(values: Sequence[float], scale: float = 100.0) -> str:
+    mean, std = _mean_std([v * scale for v in values])
+    return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
+
+
+def compare_to_reference(report: Mapping[str, Any], row: str) -> tuple[float, float, int] | None:
+    """(mean difference of the GLUE score to `equal`, paired t-test p-value, seeds paired), or None."""
+    from scipy import stats
+
+    reference, other = report["rows"].get(REFERENCE), report["rows"].get(row)
+    if row == REFERENCE or not reference or not other:
+        return None
+    seeds = sorted(set(reference) & set(other))
+    diffs = [other[s]["glue_score"] - reference[s]["glue_score"] for s in seeds]
+    if not diffs:
+        return None
+    p = float(stats.ttest_rel([other[s]["glue_score"] for s in seeds], [reference[s]["glue_score"] for s in seeds]).pvalue) \
+        if len(seeds) > 1 else float("nan")
+    return sum(diffs) / len(diffs), p, len(seeds)
+
+
+def markdown_report(report: Mapping[str, Any]) -> str:
+    """The results table, with the command on top and a one-paragraph reading of it below."""
+    tasks = report["tasks"]
+    columns = [(t, m) for t in tasks for m in report["metric_names"][t]]
+    lines = [
+        "# Weighting strategies compared (`hf-mtl bench quality`)",
+        "",
+        "```",
+        report["command"],
+        "```",
+        "",
+        f"Dev metrics ×100, mean ± standard deviation over seeds {', '.join(map(str, report['seeds']))}. "
+        f"GLUE score: mean over tasks of each task's mean metric. Δ: GLUE-score difference to `{REFERENCE}` "
+        "with the same seed (same data order), averaged; p: paired t-test over seeds (uncorrected for the "
+        "number of strategies). `single-task`: each task trained alone with the same flags, one model per task. "
+        "Time: wall seconds per run (single-task: all its task runs).",
+        "",
+        "| strategy | " + " | ".join(f"{t} {m}" for t, m in columns) + " | GLUE score | Δ vs equal | p | seeds | time (s) |",
+        "|---|" + "---:|" * (len(columns) + 5),
+    ]
+    best = max(report["rows"], key=lambda r: _mean_std([c["glue_score"] for c in report["rows"][r].values()])[0],
+               default=None)
+    for row, seeds in report["rows"].items():
+        cells = [_fmt([c["metrics"][t][m] for c in seeds.values() if m in c["metrics"][t]]) for t, m in columns]
+        score = _fmt([c["glue_score"] for c in seeds.values()])
+        comparison = compare_to_reference(report, row)
+        delta = f"{comparison[0] * 100:+.1f}" if comparison else "–"
+        p = f"{comparison[1]:.2f}" if comparison and not math.isnan(comparison[1]) else "–"
+        time_s = _mean_std([c["wall_s"] for c in seeds.values()])[0]
+        name = f"`{row}`" if row != "single-task" else "single-task"
+        if row == best:
+            score = f"**{score}**"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {score} | {delta} | {p} | {len(seeds)} | {time_s:.0f} |")
+    lines += ["", reading(report)]
+    if report["failures"]:
+        lines += ["", "Failed runs (not in the table):", ""] + [f"- {f}" for f in report["failures"]]
+    lines += ["", "![GLUE score per strategy and per-task differences to equal](results.png)", ""]
+    return "\n".join(lines)
+
+
+def reading(report: Mapping[str, Any]) -> str:
+    """What the table says, in one paragraph computed from it (not a judgement written in advance)."""
+    compared = {row: c for row in report["rows"] if (c := compare_to_reference(report, row))}
+    if not compared:
+        return f"Only `{REFERENCE}` (or nothing) finished: nothing to compare yet."
+    significant = sorted(r for r, (_, p, _) in compared.items() if p < 0.05)
+    holm = _holm(compared)
+    spread = max(_mean_std([c["glue_score"] for c in report["rows"][REFERENCE].values()])[1] * 100, 0.0) \
+        if REFERENCE in report["rows"] else float("nan")
+    best = max(compared, key=lambda r: compared[r][0])
+    worst = min(compared, key=lambda r: compared[r][0])
+    spread_text = "" if math.isnan(spread) else f" (seed standard deviation {spread:.1f} points)"
+    text = (f"Against `{REFERENCE}`{spread_text}, the differences range from "
+            f"{compared[worst][0] * 100:+.1f} (`{worst}`) to {compared[best][0] * 100:+.1f} (`{best}`). ")
+    if all(math.isnan(p) for _, p, _ in compared.values()):
+        text += "With one seed there is no test of significance; run more seeds (--seeds 1,2,3)."
+    elif not significant:
+        text += "No strategy differs from `equal` at p < 0.05 (paired t-test over seeds): no significant difference."
+    else:
+        text += (f"At p < 0.05 uncorrected: {', '.join(f'`{r}` ({compared[r][0] * 100:+.1f})' for r in significant)}; "
+                 f"after Holm's correction for {len(compared)} comparisons: "
+                 f"{', '.join(f'`{r}`' for r in holm) if holm else 'none'}.")
+    return text
+
+
+def _holm(compared: Mapping[str, tuple[float, float, int]], alpha: float = 0.05) -> list[str]:
+    """Rows whose difference survives Holm's step-down correction."""
+    ordered = sorted((p, r) for r, (_, p, _) in compared.items() if not math.isnan(p))
+    kept = []
+    for i, (p, row) in enumerate(ordered):
+        if p > alpha / (len(ordered) - i):
+            break
+        kept.append(row)
+    return sorted(kept)
+
+
+def plot_report(report: Mapping[str, Any], path: Path) -> None:
+    """Left: GLUE score per strategy (mean ± std, seeds as dots); right: per-task score − equal's."""
+    from .plotting import require_matplotlib
+
+    Figure = require_matplotlib()
+    rows = list(report["rows"])
+    tasks = report["tasks"]
+    if not rows:
+        return
+    figure = Figure(figsize=(13, 0.35 * len(rows) + 1.8))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for y, row in enumerate(rows):
+        scores = [c["glue_score"] * 100 for c in report["rows"][row].values()]
+        mean, std = _mean_std(scores)
+        left.errorbar(mean, y, xerr=0 if math.isnan(std) else std, fmt="o", color="C0" if row != "single-task" else "C1",
+                      capsize=3)
+        left.scatter(scores, [y] * len(scores), s=8, color="grey", zorder=3)
+    if REFERENCE in report["rows"]:
+        left.axvline(_mean_std([c["glue_score"] * 100 for c in report["rows"][REFERENCE].values()])[0],
+                     color="C0", linestyle=":", linewidth=1)
+    left.set_yticks(range(len(rows)), rows)
+    left.invert_yaxis()
+    left.set_xlabel("GLUE score ×100 (mean ± std over seeds; dots: seeds)")
+    deltas = [[_delta(report, row, t) for t in tasks] for row in rows]
+    finite = [abs(v) for r in deltas for v in r if not math.isnan(v)]
+    limit = max(finite, default=1.0) or 1.0
+    image = right.imshow(deltas, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    for y, values in enumerate(deltas):
+        for x, value in enumerate(values):
+            if not math.isnan(value):
+                right.text(x, y, f"{value:+.1f}", ha="center", va="center", fontsize=7)
+    right.set_xticks(range(len(tasks)), tasks)
+    right.set_yticks(range(len(rows)), [""] * len(rows))
+    right.set_title(f"task score − {REFERENCE}'s (×100, mean over seeds)", fontsize=9)
+    figure.colorbar(image, ax=right, shrink=0.6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def _delta(report: Mapping[str, Any], row: str, task: str) -> float:
+    reference = report["rows"].get(REFERENCE)
+    if not reference:
+        return float("nan")
+    seeds = sorted(set(reference) & set(report["rows"][row]))
+    diffs = [report["rows"][row][s]["task_scores"][task] - reference[s]["task_scores"][task] for s in seeds]
+    return 100 * sum(diffs) / len(diffs) if diffs else float("nan")
+
+
+def main(argv: Sequence[str]) -> int:
+    """`hf-mtl bench quality [flags]`."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)  # before `train` sets INFO: one line per run is enough here
+    config = parse_quality_args(argv)
+    report = run_quality(config, argv)
+    print(markdown_report(report))
+    print(f"\nWritten: {Path(config.output_dir) / 'results.md'}, results.png, results.json")
+    return 0

@@ -1,0 +1,150 @@
+"""`hf-mtl bench quality`: the grid, its resumption, and the numbers of its table.
+
+The smoke run trains a tiny random BERT on real GLUE rows for a few steps per grid point (the real
+sweep, `configs/quality-cpu.yaml`, is not part of the suite)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+from scipy import stats
+
+from hf_mtl.bench_quality import (
+    PARTIAL_FILE,
+    RESULT_FILE,
+    QualityConfig,
+    _holm,
+    compare_to_reference,
+    markdown_report,
+    parse_quality_args,
+    summarize,
+)
+from hf_mtl.cli import main
+from hf_mtl.weighting import WEIGHTINGS
+
+
+def test_grid_puts_equal_then_single_task_baselines_first_and_expands_all(tmp_path):
+    config = tmp_path / "grid.yaml"
+    config.write_text("tasks: sst2,stsb\nweightings: [geometric, 'power:gamma=-1', equal]\nseeds: [1, 2]\nmax_steps: 5\n")
+
+    parsed = parse_quality_args([str(config), "--output_dir", str(tmp_path / "out"), "--learning_rate", "1e-4"])
+
+    assert parsed.train_args == ["--max_steps", "5", "--learning_rate", "1e-4"]
+    assert [(r.entry, r.seed) for r in parsed.grid()] == [
+        ("equal", 1), ("equal", 2), ("single:sst2", 1), ("single:sst2", 2), ("single:stsb", 1), ("single:stsb", 2),
+        ("geometric", 1), ("geometric", 2), ("power:gamma=-1", 1), ("power:gamma=-1", 2),
+    ]
+    power = parsed.grid()[-1]
+    assert power.folder == "power_gamma=-1/seed2"
+    assert power.train_flags() == ["--tasks", "sst2,stsb", "--weighting", "power", "--seed", "2", "--gamma", "-1"]
+    assert parsed.grid()[2].train_flags()[:4] == ["--tasks", "sst2", "--weighting", "equal"]
+
+    everything = QualityConfig(output_dir="x", weightings=["all"], single_task=False).entries()
+    assert everything == [n for n in WEIGHTINGS if n != "static"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--weightings", "nope"], "unknown strategy 'nope'"),
+        (["--weightings", "power:gamma"], "write NAME:key=value"),
+        (["--weightings", "pcgrad+geometric"], "LOSS+GRADIENT"),
+        (["--seeds", "1,x"], "--seeds"),
+        (["--seed", "3"], "--seed: the grid sets it"),
+    ],
+)
+def test_bad_grid_input_is_refused_before_anything_runs(tmp_path, argv, message):
+    with pytest.raises(ValueError, match=message.replace("+", r"\+")):
+        parse_quality_args(["--output_dir", str(tmp_path), *argv]).entries()
+
+
+def test_output_dir_is_required():
+    with pytest.raises(ValueError, match="--output_dir"):
+        parse_quality_args(["--seeds", "1"])
+
+
+def _result(entry, seed, **metrics):
+    return {"entry": entry, "seed": seed, "wall_s": 10.0, "metrics": {f"eval_{k}": v for k, v in metrics.items()}}
+
+
+def test_summary_numbers_single_task_row_and_paired_test():
+    config = QualityConfig(output_dir="x", tasks=["sst2", "stsb"], seeds=[1, 2, 3])
+    equal = [(0.80, 0.50, 0.40), (0.82, 0.60, 0.50), (0.78, 0.55, 0.45)]
+    other = [(0.84, 0.52, 0.42), (0.85, 0.63, 0.55), (0.80, 0.57, 0.45)]
+    results = []
+    for seed, (e, o) in enumerate(zip(equal, other), start=1):
+        results.append(_result("equal", seed, sst2_accuracy=e[0], stsb_pearson=e[1], stsb_spearmanr=e[2]))
+        results.append(_result("geometric", seed, sst2_accuracy=o[0], stsb_pearson=o[1], stsb_spearmanr=o[2]))
+        results.append(_result("single:sst2", seed, sst2_accuracy=0.7, sst2_loss=0.5, sst2_runtime=1.0))
+        results.append(_result("single:stsb", seed, stsb_pearson=0.3, stsb_spearmanr=0.1))
+    results.append({"entry": "mgda", "seed": 1, "wall_s": 1.0, "metrics": {}, "error": "FloatingPointError: nan"})
+
+    report = summarize(results, config, command="hf-mtl bench quality --output_dir x")
+
+    score = {name: [(a + (b + c) / 2) / 2 for a, b, c in rows] for name, rows in (("equal", equal), ("geometric", other))}
+    assert [report["rows"]["equal"][s]["glue_score"] for s in (1, 2, 3)] == pytest.approx(score["equal"])
+    single = report["rows"]["single-task"][2]
+    assert single["metrics"] == {"sst2": {"accuracy": 0.7}, "stsb": {"pearson": 0.3, "spearmanr": 0.1}}  # no loss/runtime
+    assert single["glue_score"] == pytest.approx((0.7 + 0.2) / 2) and single["wall_s"] == 20.0
+    assert "mgda" not in report["rows"] and report["failures"] == ["mgda seed 1: FloatingPointError: nan"]
+
+    delta, p, n = compare_to_reference(report, "geometric")
+    diffs = [o - e for o, e in zip(score["geometric"], score["equal"])]
+    assert delta == pytest.approx(statistics.mean(diffs)) and n == 3
+    assert p == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    assert compare_to_reference(report, "equal") is None
+
+    table = markdown_report(report)
+    assert table.splitlines()[3] == "hf-mtl bench quality --output_dir x"
+    row = next(line for line in table.splitlines() if line.startswith("| `geometric`"))
+    mean, std = statistics.mean(score["geometric"]) * 100, statistics.stdev(score["geometric"]) * 100
+    assert f"{mean:.1f} ± {std:.1f}" in row and f"{delta * 100:+.1f}" in row and f"{p:.2f}" in row
+    assert "| sst2 accuracy | stsb pearson | stsb spearmanr |" in table
+    assert "mgda seed 1: FloatingPointError" in table
+
+
+def test_holm_keeps_only_differences_that_survive_the_correction():
+    compared = {"a": (0.1, 0.001, 3), "b": (0.1, 0.02, 3), "c": (0.1, 0.04, 3), "d": (0.0, float("nan"), 1)}
+    # thresholds for 3 tests: 0.05/3, 0.05/2, 0.05/1 -> a passes, b (0.02 <= 0.025) passes, c (0.04 <= 0.05) passes
+    assert _holm(compared) == ["a", "b", "c"]
+    assert _holm({"a": (0.1, 0.03, 3), "b": (0.1, 0.04, 3)}) == []  # 0.03 > 0.05 / 2: stops at the first
+
+
+def test_bench_quality_smoke_resumes_and_skips_finished_runs(tmp_path, glue_dir, tiny_checkpoint):
+    out = tmp_path / "sweep"
+    common = ["bench", "quality", "--output_dir", str(out), "--tasks", "sst2,stsb", "--weightings", "equal,power:gamma=-1",
+              "--model_name_or_path", tiny_checkpoint, "--glue_dir", str(glue_dir), "--max_train_samples", "32",
+              "--max_eval_samples", "16", "--max_steps", "2", "--per_device_train_batch_size", "4",
+              "--max_seq_length", "32"]
+    # A run interrupted earlier: its wall time so far is kept and added to.
+    partial = out / "runs" / "power_gamma=-1" / "seed1"
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_FILE).write_text(json.dumps({"wall_s": 1000.0}))
+
+    assert main([*common, "--seeds", "1"]) == 0
+
+    runs = {p.parent.parent.name + "/" + p.parent.name: json.loads(p.read_text()) for p in out.glob(f"runs/*/*/{RESULT_FILE}")}
+    assert set(runs) == {"equal/seed1", "single_sst2/seed1", "single_stsb/seed1", "power_gamma=-1/seed1"}
+    assert runs["power_gamma=-1/seed1"]["resumed"] and runs["power_gamma=-1/seed1"]["wall_s"] > 1000
+    assert not (partial / PARTIAL_FILE).exists()
+    assert "--gamma -1" in runs["power_gamma=-1/seed1"]["command"]
+    for result in runs.values():
+        assert "error" not in result
+        assert all(math.isfinite(v) for v in result["metrics"].values())
+    assert set(runs["equal/seed1"]["metrics"]) >= {"eval_sst2_accuracy", "eval_stsb_pearson", "eval_glue_score"}
+    assert not list(out.glob("runs/*/*/*.safetensors")) and not list(out.glob("runs/*/*/checkpoint-*"))
+    first = {name: (out / "runs" / name / RESULT_FILE).stat().st_mtime_ns for name in runs}
+
+    # More seeds: only the new grid points run; the finished ones are read back.
+    assert main([*common, "--seeds", "1,2"]) == 0
+    assert {name: (out / "runs" / name / RESULT_FILE).stat().st_mtime_ns for name in runs} == first
+    assert len(list(out.glob(f"runs/*/*/{RESULT_FILE}"))) == 8
+    table = (out / "results.md").read_text()
+    assert "hf-mtl bench quality --output_dir" in table and "--seeds 1,2" in table
+    for row in ("| `equal` |", "| `power:gamma=-1` |", "| single-task |"):
+        assert row in table
+    assert (out / "results.png").stat().st_size > 0
+    assert len(json.loads((out / "results.json").read_text())["runs"]) == 8
