@@ -46,7 +46,7 @@ def test_same_update_as_torchjd_mtl_backward(setup, name, monkeypatch):
         orders = iter(torch.as_tensor(o) for o in weighting.task_orders(weighting.steps, len(setup.specs)))
         monkeypatch.setattr(torch, "randperm", lambda n, *args, **kwargs: next(orders))
     gap = update_gap(setup, name, exact_torchjd(name))
-    assert gap["update_relative_difference"] < 1e-4, gap
+    assert gap["update_relative_difference"] < 1e-5, gap
     assert gap["update_cosine"] > 1 - 1e-8, gap
 
 
