@@ -8,12 +8,11 @@ import math
 
 import pytest
 
+from hf_mtl.bench_torchjd import AGGREGATORS, TorchJDConfig, update_gap
+from hf_mtl.benchmark import _build, trainer_optimizer
 from hf_mtl.cli import main
 
 pytest.importorskip("torchjd", reason="torchjd (test extra) is not installed")
-
-from hf_mtl.bench_torchjd import AGGREGATORS, TorchJDConfig, update_gap  # noqa: E402
-from hf_mtl.benchmark import _build, trainer_optimizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
