@@ -223,7 +223,7 @@ def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
     result: dict[str, Any] = {**asdict(run), "command": "hf-mtl train " + shlex.join(argv), "resumed": earlier > 0}
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with open(folder / "train.log", "a") as log, contextlib.redirect_stdout(log):
+        with open(folder / "train.log", "a", buffering=1) as log, contextlib.redirect_stdout(log):  # line by line
             metrics = train(argv)
     except (KeyboardInterrupt, SystemExit):
         partial_path.write_text(json.dumps({"wall_s": earlier + time.perf_counter() - start}))
