@@ -33,6 +33,7 @@ import os
 import re
 import shlex
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -49,7 +50,7 @@ REFERENCE = "equal"
 #: `all` leaves out the strategies that cannot run on their defaults.
 NOT_IN_ALL = ("static",)
 #: Flags the grid sets per run; passing them as `hf-mtl train` flags would be ambiguous.
-_GRID_FLAGS = ("--weighting", "--seed", "--output_dir", "--tasks")
+_GRID_FLAGS = ("--weighting", "--seed", "--output_dir")
 #: Run defaults a flag or the config file can override.
 _RUN_DEFAULTS = ["--do_train", "--do_eval", "--disable_tqdm", "true", "--report_to", "none", "--log_level", "warning"]
 
@@ -188,7 +189,7 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
     values.update({k: v for k, v in vars(args).items() if v is not None})
     if not values.get("output_dir"):
         raise ValueError("--output_dir: missing; give the sweep folder, e.g. --output_dir out/quality.")
-    for flag in _GRID_FLAGS[:3]:
+    for flag in _GRID_FLAGS:
         if flag in train_args or any(a.startswith(flag + "=") for a in train_args):
             raise ValueError(
                 f"{flag}: the grid sets it for every run; use --weightings, --seeds and --output_dir of bench quality."
@@ -254,8 +255,10 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     from .cli import parse_train_args
 
     grid = config.grid()
-    # Bad train flags fail here, before the first run, not after an hour of sweeping.
-    parse_train_args(_RUN_DEFAULTS + config.train_args + grid[0].train_flags() + ["--output_dir", config.output_dir])
+    # Bad train flags (shared, or one entry's `NAME:key=value`) fail here, before the first run, not after an
+    # hour of sweeping.
+    for run in {run.entry: run for run in grid}.values():
+        parse_train_args(_RUN_DEFAULTS + config.train_args + run.train_flags() + ["--output_dir", config.output_dir])
     datasets.disable_progress_bars()
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     results = []
@@ -305,10 +308,9 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
             continue
         metrics = _task_metrics(result["metrics"], tasks)
         row = "single-task" if result["entry"].startswith("single:") else result["entry"]
-        cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0, "runs": 0})
+        cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0})
         cell["metrics"].update(metrics)
         cell["wall_s"] += result["wall_s"]
-        cell["runs"] += 1
     rows = {}
     for row, seeds in per_seed.items():
         complete = {s: c for s, c in seeds.items() if all(t in c["metrics"] for t in tasks)}
@@ -318,15 +320,15 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
             cell["task_scores"] = {t: task_score(cell["metrics"][t]) for t in tasks}
             cell["glue_score"] = glue_score(cell["task_scores"])
         rows[row] = complete
-    return {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
-            "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
+    report = {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
+              "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
+    report["comparisons"] = {row: c for row in rows if (c := compare_to_reference(report, row))}
+    return report
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
-    return mean, std
+    """Mean and sample standard deviation (NaN for a single value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
 def _fmt(values: Sequence[float], scale: float = 100.0) -> str:
@@ -375,7 +377,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     for row, seeds in report["rows"].items():
         cells = [_fmt([c["metrics"][t][m] for c in seeds.values() if m in c["metrics"][t]]) for t, m in columns]
         score = _fmt([c["glue_score"] for c in seeds.values()])
-        comparison = compare_to_reference(report, row)
+        comparison = report["comparisons"].get(row)
         delta = f"{comparison[0] * 100:+.1f}" if comparison else "–"
         p = f"{comparison[1]:.2f}" if comparison and not math.isnan(comparison[1]) else "–"
         time_s = _mean_std([c["wall_s"] for c in seeds.values()])[0]
@@ -392,13 +394,12 @@ def markdown_report(report: Mapping[str, Any]) -> str:
 
 def reading(report: Mapping[str, Any]) -> str:
     """What the table says, in one paragraph computed from it (not a judgement written in advance)."""
-    compared = {row: c for row in report["rows"] if (c := compare_to_reference(report, row))}
+    compared = report["comparisons"]
     if not compared:
         return f"Only `{REFERENCE}` (or nothing) finished: nothing to compare yet."
     significant = sorted(r for r, (_, p, _) in compared.items() if p < 0.05)
     holm = _holm(compared)
-    spread = max(_mean_std([c["glue_score"] for c in report["rows"][REFERENCE].values()])[1] * 100, 0.0) \
-        if REFERENCE in report["rows"] else float("nan")
+    spread = _mean_std([c["glue_score"] * 100 for c in report["rows"][REFERENCE].values()])[1]
     best = max(compared, key=lambda r: compared[r][0])
     worst = min(compared, key=lambda r: compared[r][0])
     spread_text = "" if math.isnan(spread) else f" (seed standard deviation {spread:.1f} points)"

@@ -312,11 +312,10 @@ def main(argv: Sequence[str]) -> int:
     """`hf-mtl bench torchjd [flags]`."""
     config = TorchJDConfig(**vars(parser().parse_args(argv)))
     try:
-        require_torchjd()
+        report = run_torchjd(config, argv)  # checks torchjd (and its solvers) before building anything
     except ImportError as err:
         print(f"hf-mtl: error: {err}", file=sys.stderr)
         return 2
-    report = run_torchjd(config, argv)
     print(markdown_table(report))
     print(f"\nJSON report: {config.output} ({report['elapsed_s']:.0f} s)")
     return 0

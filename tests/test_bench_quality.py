@@ -61,6 +61,13 @@ def test_bad_grid_input_is_refused_before_anything_runs(tmp_path, argv, message)
         parse_quality_args(["--output_dir", str(tmp_path), *argv]).entries()
 
 
+def test_a_bad_flag_of_one_grid_entry_stops_the_sweep_before_any_run(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    assert main(["bench", "quality", "--output_dir", str(out), "--weightings", "equal,power:gama=2"]) == 2
+    assert "--gama" in capsys.readouterr().err
+    assert not (out / "runs").exists()
+
+
 def test_output_dir_is_required():
     with pytest.raises(ValueError, match="--output_dir"):
         parse_quality_args(["--seeds", "1"])

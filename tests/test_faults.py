@@ -36,7 +36,6 @@ from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, WeightingOptions, 
 
 from resume_worker import (
     TASK_NAMES,
-    load_tokenizer,
     make_datasets,
     make_trainer,
     one_thread,
@@ -48,11 +47,6 @@ from resume_worker import (
 
 WORKER = Path(__file__).resolve().parent / "resume_worker.py"
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")

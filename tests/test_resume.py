@@ -25,7 +25,6 @@ from hf_mtl.weighting import WEIGHTINGS
 
 from resume_worker import (
     assert_states_close,
-    load_tokenizer,
     make_datasets,
     make_trainer,
     one_thread,
@@ -44,11 +43,6 @@ SETTINGS = [pytest.param("sgd", 2, id="sgd-accum2"), pytest.param("adamw_torch",
 
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer()
 
 
 @pytest.fixture(scope="module")
