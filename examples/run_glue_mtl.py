@@ -15,7 +15,8 @@ import transformers
 from transformers import AutoTokenizer, HfArgumentParser, set_seed
 
 from hf_mtl import MultiTaskModel, MultiTaskTrainer, MultiTaskTrainingArguments, parse_tasks
-from hf_mtl.cli import DataArguments, ModelArguments, build_datasets
+from hf_mtl.arguments import DataArguments, ModelArguments
+from hf_mtl.pipeline import build_datasets
 from hf_mtl.modeling import resolve_model_path
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "prepare_dataset": "data",
     "tokenize_splits": "data",
     "label_statistics": "data",
-    "LabelStatistics": "data",
+    "LabelStatistics": "label_stats",
     "MultiTaskConfig": "modeling",
     "MultiTaskModel": "modeling",
     "MultiTaskTrainer": "trainer",

@@ -176,14 +176,14 @@ def quality_parser() -> argparse.ArgumentParser:
 
 def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
     """Flags over config-file values over defaults; every flag the parser does not know is a train flag."""
-    from .cli import _config_to_argv
+    from .arguments import config_to_argv
 
     argv = list(argv)
     config_file = argv.pop(0) if argv and not argv[0].startswith("-") else None
     args, train_args = quality_parser().parse_known_args(argv)
     values: dict[str, Any] = {}
     if config_file:
-        file_args, file_train_args = quality_parser().parse_known_args(_config_to_argv(config_file))
+        file_args, file_train_args = quality_parser().parse_known_args(config_to_argv(config_file))
         values.update({k: v for k, v in vars(file_args).items() if v is not None})
         train_args = file_train_args + train_args
     values.update({k: v for k, v in vars(args).items() if v is not None})
@@ -211,7 +211,7 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
 
 def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
     """Train and evaluate one grid point (or resume it), record its result, free its disk."""
-    from .cli import train
+    from .pipeline import train
 
     folder = Path(config.output_dir) / "runs" / run.folder
     result_path = folder / RESULT_FILE
@@ -252,7 +252,7 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     import datasets
     from tqdm.auto import tqdm
 
-    from .cli import parse_train_args
+    from .arguments import parse_train_args
 
     grid = config.grid()
     # Bad train flags (shared, or one entry's `NAME:key=value`) fail here, before the first run, not after an

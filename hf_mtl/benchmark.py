@@ -279,7 +279,7 @@ def extra_buffer_mb(weighting_cls: Any, model: Any, num_tasks: int, gradient_acc
     if isinstance(weighting_cls, type) and issubclass(weighting_cls, AggregatorWeighting):
         head_params = {id(p) for p in model.heads.parameters()}
         return num_tasks * size(p for p in model.parameters() if id(p) not in head_params)
-    if getattr(weighting_cls, "level", "loss") == "gradient" or gradient_accumulation_steps > 1:
+    if weighting_cls.kind != "loss" or gradient_accumulation_steps > 1:
         return size(model.parameters())
     return 0.0
 
@@ -455,13 +455,7 @@ def measure_memories(config: SpeedConfig, k: int, names: Sequence[str], optimize
 
 def _level(weighting_cls: Any) -> str:
     """`loss`, `gradient` (per-task gradient factors), `aggregator` (all K gradients at once) or `reference`."""
-    from .weighting import AggregatorWeighting
-
-    if weighting_cls is None:
-        return "reference"
-    if issubclass(weighting_cls, AggregatorWeighting):
-        return "aggregator"
-    return getattr(weighting_cls, "level", "loss")
+    return "reference" if weighting_cls is None else weighting_cls.kind
 
 
 def _strategy_names(config: SpeedConfig) -> list[str]:

@@ -10,210 +10,35 @@ Flags given on the command line override the values in the config file.
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
-
-logger = logging.getLogger("hf_mtl")
-
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-@dataclass
-class ModelArguments:
-    """Which encoder to fine-tune (or which hf_mtl model to continue from)."""
-
-    model_name_or_path: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "Encoder checkpoint (Hub id or local folder), or a saved hf_mtl model to continue from."},
-    )
-    classifier_dropout: float | None = field(
-        default=None, metadata={"help": "Dropout before each task head (default: the encoder's hidden dropout)."}
-    )
-
-
-@dataclass
-class DataArguments:
-    """Where the data comes from and how it is cut, as in transformers' run_glue.py."""
-
-    glue_dir: str | None = field(
-        default=None,
-        metadata={"help": "Local folder in the original GLUE layout (SST-2/train.tsv, ...). Default: $GLUE_DIR, else the Hub (nyu-mll/glue)."},
-    )
-    max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (batches are padded dynamically)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows of each task."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each evaluation split."})
-
-
-def _config_to_argv(path: str) -> list[str]:
-    """A YAML/JSON config file as command-line flags, so that later flags override it."""
-    with open(path) as f:
-        if path.endswith(".json"):
-            values = json.load(f)
-        else:
-            import yaml
-
-            values = yaml.safe_load(f)
-    if not isinstance(values, dict):
-        raise ValueError(f"config file {path}: expected a mapping of flag names to values, got {type(values).__name__}.")
-    argv: list[str] = []
-    for key, value in values.items():
-        if isinstance(value, list):
-            argv += [f"--{key}", *map(str, value)]
-        elif isinstance(value, dict):
-            argv += [f"--{key}", json.dumps(value)]
-        elif value is not None:
-            argv += [f"--{key}", str(value)]
-    return argv
-
-
-def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, Any]:
-    from transformers import HfArgumentParser
-
-    from .trainer import MultiTaskTrainingArguments
-
-    argv = list(argv)
-    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
-        argv = _config_to_argv(argv[0]) + argv[1:]
-    parser = HfArgumentParser((ModelArguments, DataArguments, MultiTaskTrainingArguments), prog="hf-mtl train")
-    return parser.parse_args_into_dataclasses(args=argv)
-
-
-def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArguments) -> tuple[dict, dict]:
-    """Load, cap and tokenise every task: (train sets by task, evaluation sets by eval key)."""
-    from .data import cap_rows, load_task_splits, tokenize_splits
-
-    train, evaluation = {}, {}
-    for spec in tasks:
-        splits = cap_rows(load_task_splits(spec, data_args.glue_dir), data_args.max_train_samples, data_args.max_eval_samples)
-        splits = tokenize_splits(splits, spec, tokenizer, data_args.max_seq_length)
-        if "train" in splits:
-            train[spec.name] = splits["train"]
-        for split, key in spec.eval_keys().items():
-            if split in splits:
-                evaluation[key] = splits[split]
-    return train, evaluation
 
 
 def train(argv: Sequence[str]) -> dict[str, float]:
-    """Fine-tune one encoder on several tasks; writes the model, `all_results.json` and `eval_results.json`."""
-    import signal
+    """Fine-tune one encoder on several tasks (`hf_mtl.pipeline.train`)."""
+    from .pipeline import train as run
 
-    import transformers
-    from transformers import AutoConfig, AutoTokenizer, set_seed
-
-    from .modeling import MultiTaskModel, resolve_model_path
-    from .tasks import parse_tasks
-    from .trainer import MultiTaskTrainer, last_complete_checkpoint
-
-    model_args, data_args, training_args = parse_train_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    if not training_args.tasks:
-        raise ValueError("--tasks is required, e.g. --tasks sst2,mrpc,stsb.")
-    tasks = parse_tasks(training_args.tasks)
-    set_seed(training_args.seed)
-
-    model_path = resolve_model_path(model_args.model_name_or_path)
-    config = AutoConfig.from_pretrained(model_path)
-    if config.model_type == "hf_mtl":  # before any data is read: a saved model fixes its tasks and heads
-        _check_saved_model_tasks(model_args.model_name_or_path, config.task_specs, tasks)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_sets, eval_sets = build_datasets(tasks, tokenizer, data_args)
-    if training_args.do_train and len(train_sets) != len(tasks):
-        missing = [t.name for t in tasks if t.name not in train_sets]
-        raise ValueError(f"--do_train: no training split for {missing}; add their train.tsv to --glue_dir or drop them from --tasks.")
-    if training_args.do_eval and not eval_sets:
-        raise ValueError("--do_eval: none of the tasks has an evaluation split in the data given.")
-
-    if config.model_type == "hf_mtl":
-        model = MultiTaskModel.from_pretrained(model_path)
-    else:
-        model = MultiTaskModel.from_encoder(model_path, tasks, classifier_dropout=model_args.classifier_dropout)
-
-    trainer = MultiTaskTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_sets if training_args.do_train else None,
-        eval_dataset=eval_sets if training_args.do_eval else None,
-        processing_class=tokenizer,
-        tasks=tasks,
-    )
-    results: dict[str, float] = {}
-    if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = last_complete_checkpoint(training_args.output_dir)
-            if checkpoint is not None:
-                logger.info("Checkpoint found in %s: resuming from %s", training_args.output_dir, checkpoint)
-        train_result = trainer.train(resume_from_checkpoint=checkpoint)
-        if trainer.interrupted_by is not None:
-            name = signal.Signals(trainer.interrupted_by).name
-            logger.warning("Stopped by %s at step %d of %d with a checkpoint in %s; run the same command again to "
-                           "resume.", name, trainer.state.global_step, trainer.state.max_steps, training_args.output_dir)
-            raise SystemExit(128 + trainer.interrupted_by)  # the shell's convention for "killed by this signal"
-        trainer.save_model()
-        if trainer.is_world_process_zero():
-            with open(os.path.join(training_args.output_dir, "training_args.json"), "w") as f:
-                json.dump({**training_args.to_dict(), "world_size": training_args.world_size}, f, indent=2)
-        metrics = dict(train_result.metrics)
-        metrics["train_samples"] = sum(len(ds) for ds in train_sets.values())
-        trainer.log_metrics("train", metrics)
-        trainer.save_metrics("train", metrics)
-        results.update(metrics)
-    if training_args.do_eval:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-        results.update(metrics)
-    if training_args.do_train:
-        trainer.save_state()  # after the evaluation, so trainer_state.json holds its metrics too
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
-    return results
-
-
-def _check_saved_model_tasks(path: str, saved: Sequence[Any], wanted: Sequence[Any]) -> None:
-    """A saved hf_mtl model continues training only on its own tasks, with the same heads (kind, labels)."""
-    by_name = {t.name: t for t in saved}
-    described = ", ".join(f"{t.name} ({t.kind}, {t.num_labels} label{'s' if t.num_labels > 1 else ''})" for t in saved)
-    if sorted(by_name) != sorted(t.name for t in wanted):
-        raise ValueError(
-            f"--model_name_or_path {path} is a saved hf_mtl model with tasks {described}, but --tasks is "
-            f"{','.join(t.name for t in wanted)}. Pass --tasks {','.join(by_name)}, or start from its encoder."
-        )
-    for task in wanted:
-        head = by_name[task.name]
-        same_names = head.label_names is None or task.label_names is None or list(head.label_names) == list(task.label_names)
-        if (head.kind, head.num_labels) != (task.kind, task.num_labels) or not same_names:
-            raise ValueError(
-                f"--model_name_or_path {path}: task {task.name!r} of the saved model is {head.kind} with "
-                f"{head.num_labels} label(s) {list(head.label_names or [])}, but the data has {task.kind} with "
-                f"{task.num_labels} label(s) {list(task.label_names or [])}. Its head cannot be trained on this data; "
-                "start from the encoder instead."
-            )
+    return run(argv)
 
 
 def weightings() -> None:
     """Print every registered weighting strategy with its one-line description, grouped by kind."""
-    from .weighting import WEIGHTINGS, AggregatorWeighting, GradientWeighting
+    from .weighting import WEIGHTINGS
 
-    groups = {
-        "loss-level (each task's loss weighted; no extra buffer without gradient accumulation)": [],
-        "gradient-level, task by task (one extra parameter-sized buffer)": [],
-        "gradient-level, all task gradients at once (K x shared-parameter matrix)": [],
+    groups: dict[str, list[tuple[str, str]]] = {"loss": [], "gradient": [], "aggregator": []}
+    titles = {
+        "loss": "loss-level (each task's loss weighted; no extra buffer without gradient accumulation)",
+        "gradient": "gradient-level, task by task (one extra parameter-sized buffer)",
+        "aggregator": "gradient-level, all task gradients at once (K x shared-parameter matrix)",
     }
     for name, cls in WEIGHTINGS.items():
-        kind = 2 if issubclass(cls, AggregatorWeighting) else 1 if issubclass(cls, GradientWeighting) else 0
-        list(groups.values())[kind].append((name, cls.description))
+        groups[cls.kind].append((name, cls.description))
     width = max(len(name) for name in WEIGHTINGS)
-    for title, rows in groups.items():
+    for kind, rows in groups.items():
         if rows:
-            print(title + ":")
+            print(titles[kind] + ":")
             for name, description in rows:
                 print(f"  {name:<{width}}  {description}")
     print("compositions: LOSS+GRADIENT, e.g. geometric+grad_normalize or prior+pcgrad")
@@ -277,6 +102,8 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--output_dir", help="where eval_results.json goes (default: RUN_DIR/evaluate, or "
                         "./evaluate-<name> for a Hub id)")
     args = parser.parse_args(argv)
+    from .arguments import DataArguments
+
     data_args = DataArguments(glue_dir=args.glue_dir, max_seq_length=args.max_seq_length,
                               max_eval_samples=args.max_eval_samples)
     return evaluate_run(args.run, args.tasks, data_args, args.output_dir, args.per_device_eval_batch_size)
@@ -391,6 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hf-mtl: error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+#: Names that lived here before they moved to the library; `from hf_mtl.cli import DataArguments` keeps working.
+_MOVED = {"DataArguments": "arguments", "ModelArguments": "arguments", "parse_train_args": "arguments",
+          "build_datasets": "pipeline", "DEFAULT_MODEL": "modeling"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module(f"hf_mtl.{_MOVED[name]}"), name)
+    raise AttributeError(f"module 'hf_mtl.cli' has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hf_mtl.tasks import TaskSpec
+from .label_stats import LabelStatistics
+from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
@@ -31,26 +32,6 @@ LABEL_COLUMN = "label"
 #: The tokenizer outputs a model takes; anything else a tokenizer may return is dropped.
 _MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HUB_DATASET = "nyu-mll/glue"
-
-
-@dataclass(frozen=True)
-class LabelStatistics:
-    """Statistics of one task's training labels.
-
-    Classification: `class_counts[c]` rows with label c (length num_labels).
-    Regression: `mean`, `variance` (population, E[(y-μ)²]) and `mean_square` (E[y²]).
-    """
-
-    num_rows: int
-    class_counts: np.ndarray | None = None
-    mean: float | None = None
-    variance: float | None = None
-    mean_square: float | None = None
-
-    @property
-    def class_frequencies(self) -> np.ndarray:
-        assert self.class_counts is not None, "class frequencies exist for classification tasks only"
-        return self.class_counts / self.class_counts.sum()
 
 
 # --------------------------------------------------------------------------------------------------

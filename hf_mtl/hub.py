@@ -42,7 +42,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .modeling import PACKAGED_MODELS, MultiTaskConfig, MultiTaskModel, resolve_model_path
+from .modeling import (
+    DEFAULT_MODEL,
+    PACKAGED_MODELS,
+    MultiTaskConfig,
+    MultiTaskModel,
+    resolve_model_path,
+)
 from .tasks import GLUE_TASKS, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -246,8 +252,7 @@ def base_model_id(encoder_config: Any) -> str | None:
         return None
     for hub_id in PACKAGED_MODELS:
         if resolve_model_path(hub_id) != hub_id and Path(resolve_model_path(hub_id)) == Path(name):
-            from .cli import DEFAULT_MODEL  # PACKAGED_MODELS keys are lower-cased for matching
-
+            # PACKAGED_MODELS keys are lower-cased for matching; give the Hub's spelling back.
             return DEFAULT_MODEL if DEFAULT_MODEL.lower() == hub_id else hub_id
     return None if os.path.isabs(name) or os.path.exists(name) else name
 
@@ -577,9 +582,10 @@ def evaluate_run(
 
     Returns and writes (`output_dir/eval_results.json`, default `RUN/evaluate` or `./evaluate-<name>`)
     the same keys as evaluation during training: `eval_<task>_<metric>`, `eval_<task>_loss`,
-    `eval_glue_score`. `data_args` is a `hf_mtl.cli.DataArguments` (glue_dir, max_seq_length, max_eval_samples).
+    `eval_glue_score`. `data_args` is a `hf_mtl.arguments.DataArguments` (glue_dir, max_seq_length, max_eval_samples).
     """
-    from .cli import DataArguments, build_datasets
+    from .arguments import DataArguments
+    from .pipeline import build_datasets
 
     model, tokenizer = load_run(run)
     specs = _select_tasks(model.config, tasks)

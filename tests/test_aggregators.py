@@ -420,7 +420,7 @@ def test_pcgrad_orders_are_seeded_by_step_and_resume_from_the_state():
 
 
 def test_db_mtl_state_round_trips_through_safetensors(tmp_path):
-    from hf_mtl.trainer import load_weighting_state, save_weighting_state
+    from hf_mtl.checkpoint import load_weighting_state, save_weighting_state
 
     grads = random_matrix(3, seed=10)
     saved = build("db_mtl", 3)

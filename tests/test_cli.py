@@ -124,7 +124,8 @@ def test_minilm_quick_run_learns_evaluates_and_reloads(tmp_path, glue_dir, minil
         for task in ("sst2", "mrpc", "stsb"):
             torch.testing.assert_close(auto(**batch, task=task).logits, reloaded(**batch, task=task).logits)
     # the predictions the trainer evaluated with are the saved model's: same eval metrics after reload
-    from hf_mtl.cli import DataArguments, build_datasets
+    from hf_mtl.arguments import DataArguments
+    from hf_mtl.pipeline import build_datasets
     from hf_mtl.tasks import parse_tasks
     from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 

@@ -66,7 +66,7 @@ def assert_same(actual, expected, rtol=2e-5):
         assert (actual[name] - expected[name]).abs().max().item() <= rtol * scale + 1e-9, name
 
 
-@pytest.mark.parametrize("name", [n for n, cls in WEIGHTINGS.items() if cls.level == "loss"])
+@pytest.mark.parametrize("name", [n for n, cls in WEIGHTINGS.items() if cls.kind == "loss"])
 @pytest.mark.parametrize("parts", [1, 2])
 def test_engine_matches_one_graph_reference(name, parts, task_rows, tokenizer):
     model = tiny_model(TASKS).eval()
@@ -279,7 +279,7 @@ def test_geometric_then_grad_normalize_takes_the_max_scale_over_log_loss_gradien
 
 @pytest.mark.parametrize(
     "name, message",
-    [("geometric+prior", r"levels are loss\+loss"), ("grad_normalize+geometric", r"levels are gradient\+loss"),
+    [("geometric+prior", r"kinds are loss\+loss"), ("grad_normalize+geometric", r"kinds are gradient\+loss"),
      ("equal+prior+grad_normalize", "at most two"), ("magic+grad_normalize", "unknown strategy 'magic'")],
 )
 def test_compositions_that_make_no_sense_are_rejected(name, message):

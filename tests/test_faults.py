@@ -31,7 +31,7 @@ from transformers import TrainerCallback
 
 from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import MultiTaskBatchSampler, TaskCollator
-from hf_mtl.trainer import is_complete_checkpoint
+from hf_mtl.checkpoint import is_complete_checkpoint
 from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, WeightingOptions, build_weighting
 
 from resume_worker import (

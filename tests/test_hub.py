@@ -22,7 +22,8 @@ import pytest
 import torch
 import yaml
 
-from hf_mtl.cli import main, train
+from hf_mtl.cli import main
+from hf_mtl.pipeline import train
 from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
 from hf_mtl.hub import export_task, save_task_model
 from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
@@ -251,7 +252,7 @@ def test_train_push_to_hub_uploads_model_tokenizer_config_and_card(local_hub, ti
     # Reloaded from the uploaded files, through the class and through AutoModel: the same evaluation
     # as the one run at the end of training, so the same predictions on every dev row.
     from hf_mtl.hub import evaluate_run
-    from hf_mtl.cli import DataArguments
+    from hf_mtl.arguments import DataArguments
 
     reloaded = evaluate_run(repo, data_args=DataArguments(glue_dir=str(glue_dir), max_seq_length=64, max_eval_samples=24),
                             output_dir=tmp_path / "reeval")

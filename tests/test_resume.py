@@ -15,7 +15,7 @@ import pickletools
 import pytest
 from transformers import TrainerCallback
 
-from hf_mtl.trainer import (
+from hf_mtl.checkpoint import (
     WEIGHTING_STATE_FILE,
     WEIGHTING_TENSORS_FILE,
     is_complete_checkpoint,

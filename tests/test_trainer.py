@@ -121,7 +121,7 @@ def test_bf16_autocast_trains_grad_normalize_and_logs_norms(tmp_path, datasets, 
 
 
 def test_weighting_state_with_tensors_round_trips_without_pickle(tmp_path):
-    from hf_mtl.trainer import load_weighting_state, save_weighting_state
+    from hf_mtl.checkpoint import load_weighting_state, save_weighting_state
     from hf_mtl.weighting.equal import EqualWeighting
 
     class WithBuffers(EqualWeighting):

@@ -64,7 +64,7 @@ def make(name: str, options: WeightingOptions, tasks: Sequence[TaskSpec] = TASKS
 
 #: Loss-level strategies: their weights are a function of the losses alone (gradient-level ones are
 #: covered by tests/test_gradient_weighting.py).
-LOSS_LEVEL = [name for name, cls in WEIGHTINGS.items() if cls.level == "loss"]
+LOSS_LEVEL = [name for name, cls in WEIGHTINGS.items() if cls.kind == "loss"]
 
 
 def _variants() -> list:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 
-from ..data import LabelStatistics
+from ..label_stats import LabelStatistics
 from ..tasks import TaskSpec
 
 
@@ -97,7 +97,10 @@ class Weighting:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    level: ClassVar[Literal["loss", "gradient"]] = "loss"
+    #: How the engine steps for this strategy, decided here once: `"loss"` (task factors from the losses;
+    #: the direct or per-task step), `"gradient"` (factors from each task's own gradient norm; the per-task
+    #: step) or `"aggregator"` (all K task gradients at once; the K × P matrix step).
+    kind: ClassVar[Literal["loss", "gradient", "aggregator"]] = "loss"
     log_based: ClassVar[bool] = False
 
     def __init__(
@@ -219,7 +222,7 @@ class GradientWeighting(Weighting):
     this step (a zero or non-finite gradient).
     """
 
-    level = "gradient"
+    kind = "gradient"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -246,6 +249,8 @@ class AggregatorWeighting(GradientWeighting):
     the only K-sized buffer. Every rank holds the same G (gradients are reduced before stacking), so a
     deterministic `aggregate` (seeded randomness in its state) gives identical updates on all ranks.
     """
+
+    kind = "aggregator"
 
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         """The update direction (P,) from the task gradients (K, P) and their (checked) losses."""

@@ -43,7 +43,7 @@ class ReferenceLossWeighting(Weighting):
         if value is None:
             raise ValueError(
                 f"weighting {self.name!r}: task {task.name!r} ({task.kind}) needs the {field} of its training "
-                "labels, but no label statistics with it were given. Pass label_stats (hf_mtl.data.LabelStatistics "
+                "labels, but no label statistics with it were given. Pass label_stats (hf_mtl.label_stats.LabelStatistics "
                 "of the training split, by task name) to build_weighting."
             )
         return value

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
-from ..data import LabelStatistics
+from ..label_stats import LabelStatistics
 from ..tasks import TaskSpec
 from .base import Weighting, WeightingOptions
 
@@ -49,10 +49,10 @@ def validate_weighting_name(name: str) -> None:
     if len(parts) > 2:
         raise ValueError(f"--weighting {name}: compose at most two strategies, LOSS+GRADIENT (e.g. prior+pcgrad).")
     classes = [get_weighting_class(p) for p in parts]
-    if len(classes) == 2 and (classes[0].level != "loss" or classes[1].level != "gradient"):
+    if len(classes) == 2 and (classes[0].kind != "loss" or classes[1].kind == "loss"):
         raise ValueError(
             f"--weighting {name}: a composition is a loss transform followed by a gradient-level strategy, "
-            f"LOSS+GRADIENT (e.g. geometric+grad_normalize); here the levels are {classes[0].level}+{classes[1].level}."
+            f"LOSS+GRADIENT (e.g. geometric+grad_normalize); here the kinds are {classes[0].kind}+{classes[1].kind}."
         )
 
 
