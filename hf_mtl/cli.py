@@ -44,7 +44,7 @@ def weightings() -> None:
     print("compositions: LOSS+GRADIENT, e.g. geometric+grad_normalize or prior+pcgrad")
 
 
-# ---- commands on a trained run (hf_mtl.hub, hf_mtl.plotting) ----------------------------------------
+# ---- commands on a trained run (hf_mtl.export, inference, model_card, hub, plotting) ---------------
 
 
 _RUN_OR_HUB_ID = "output_dir of `hf-mtl train`, or a Hub id of an hf_mtl model"
@@ -69,7 +69,7 @@ def _add_hub_flags(parser: argparse.ArgumentParser) -> None:
 
 def export(argv: Sequence[str]) -> None:
     """One task of a run as a standard AutoModelForSequenceClassification folder (optionally pushed)."""
-    from .hub import save_task_model
+    from .export import save_task_model
 
     parser = _run_parser(
         "export", "Write one task of a multi-task run as a standard AutoModelForSequenceClassification folder "
@@ -89,7 +89,7 @@ def export(argv: Sequence[str]) -> None:
 
 def evaluate(argv: Sequence[str]) -> dict[str, float]:
     """Evaluate a saved multi-task model; prints and writes eval_results.json."""
-    from .hub import evaluate_run
+    from .inference import evaluate_run
 
     parser = _run_parser(
         "evaluate", "Evaluate a saved multi-task model on its tasks' dev sets; prints the metrics and writes "
@@ -111,7 +111,7 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
 
 def predict(argv: Sequence[str]) -> None:
     """Predict one task for every row of a TSV file; writes index and prediction (label name or float)."""
-    from .hub import predict_file
+    from .inference import predict_file
 
     parser = _run_parser(
         "predict", "Predict one task for every row of a TSV file with a header naming the task's text columns "
@@ -150,7 +150,8 @@ def push(argv: Sequence[str]) -> None:
     """Upload a finished run (model, tokenizer, config, model card, curves) to the Hub."""
     from pathlib import Path
 
-    from .hub import upload_folder, write_run_model_card
+    from .hub import upload_folder
+    from .model_card import write_run_model_card
 
     parser = _run_parser(
         "push", "Write the model card of a finished run (tasks, weighting, dev metrics, hyperparameters, "
@@ -203,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parser.error(f"weightings takes no arguments, got {rest}")
             weightings()
         elif args.command == "bench":
-            from .benchmark import bench
+            from .bench import bench
 
             return bench(rest)
         elif args.command in RUN_COMMANDS:

@@ -5,6 +5,9 @@ a `datasets.DatasetDict` with `"train"` and the task's `eval_splits`, holding th
 (the names of the Hub dataset `nyu-mll/glue`, as in `TaskSpec.text_columns`) and `label`
 (int64 class ids, or float32 targets for regression), nothing else. Problems in the data are
 reported before training with the task, the file and line (or split and row) and the fix.
+
+`read_tsv` is the one reader of tab-separated files (the GLUE folders here, `hf-mtl predict` inputs in
+`hf_mtl.inference`); `TsvTable.to_split` turns chosen columns of one into a prepared split.
 """
 
 from __future__ import annotations
@@ -174,16 +177,10 @@ def _read_glue_folder(spec: TaskSpec, glue_dir: Path, parameter: str) -> dataset
 
 
 def _read_glue_file(spec: TaskSpec, layout: _GlueLayout, path: Path) -> datasets.Dataset:
-    """One GLUE TSV as a prepared split.
-
-    Quoting is off because the files contain unbalanced `"` that would merge rows under CSV quoting;
-    `utf-8-sig` drops MRPC's byte-order mark; every field stays a string until the labels are checked.
-    """
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        rows = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1)
-                if row]  # blank lines carry no example; numbering keeps the real line numbers
+    """One GLUE TSV (read by `read_tsv`) as a prepared split."""
+    table = read_tsv(path, header=layout.has_header)
     if layout.has_header:
-        header = rows.pop(0)[1] if rows else []
+        header = table.header
         missing = [source for source in layout.columns.values() if source not in header]
         if missing:
             raise ValueError(
@@ -195,21 +192,76 @@ def _read_glue_file(spec: TaskSpec, layout: _GlueLayout, path: Path) -> datasets
     else:
         positions = dict(layout.columns)
         width = max(positions.values()) + 1
-    ragged = next(((line, row) for line, row in rows if len(row) != width), None)
+    ragged = table.ragged(width)
     if ragged is not None:
         line, row = ragged
         raise ValueError(
             f"task {spec.name!r}: {path}, line {line} has {len(row)} tab-separated fields, expected {width}. "
             "Fewer fields means a missing text or label, more means a tab inside a text; fix or remove that line."
         )
-    lines = [line for line, _ in rows]
-    columns = {
-        (spec.label_column if column == LABEL_COLUMN else column): [row[position] for _, row in rows]
-        for column, position in positions.items()
-    }
-    features = datasets.Features(dict.fromkeys(columns, datasets.Value("string")))
-    raw = datasets.Dataset.from_dict(columns, features=features)
-    return _prepare_split(spec, raw, where=str(path), locate=lambda row: f"{path}, line {lines[row]}")
+    return table.to_split(spec, positions)
+
+
+def glue_column_names(task: str) -> dict[str, str]:
+    """The header name of each column of GLUE task `task` in its original TSV files, e.g. MRPC's
+    `{"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}`; empty for a task that
+    is not in GLUE or whose files have no header (CoLA)."""
+    layout = _GLUE_LAYOUTS.get(task)
+    return {column: source for column, source in layout.columns.items() if isinstance(source, str)} if layout else {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Tab-separated files
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TsvTable:
+    """The rows of a tab-separated file (see `read_tsv`), each with its line number for error messages."""
+
+    path: Path
+    #: The first row when read with a header, else [] (also [] for a file with no rows at all).
+    header: list[str]
+    rows: list[list[str]]
+    #: The file's line number (from 1) of each row: blank lines are skipped but still counted.
+    lines: list[int]
+
+    def ragged(self, width: int) -> tuple[int, list[str]] | None:
+        """The line number and fields of the first row that does not have `width` fields, or None."""
+        return next(((line, row) for line, row in zip(self.lines, self.rows) if len(row) != width), None)
+
+    def to_split(self, spec: TaskSpec, positions: Mapping[str, int], default_label: str | None = None) -> datasets.Dataset:
+        """The fields at `positions` (a text column or `label` -> field index) as a prepared split of `spec`.
+
+        Every field stays a string until `spec`'s checks, whose row errors name the file and line. Without
+        a `label` position, `default_label` fills the label column (a file to predict has no labels).
+        """
+        columns = {
+            (spec.label_column if column == LABEL_COLUMN else column): [row[position] for row in self.rows]
+            for column, position in positions.items()
+        }
+        if LABEL_COLUMN not in positions and default_label is not None:
+            columns[spec.label_column] = [default_label] * len(self.rows)
+        features = datasets.Features(dict.fromkeys(columns, datasets.Value("string")))
+        raw = datasets.Dataset.from_dict(columns, features=features)
+        path, lines = self.path, self.lines
+        return _prepare_split(spec, raw, where=str(path), locate=lambda row: f"{path}, line {lines[row]}")
+
+
+def read_tsv(path: str | os.PathLike[str], header: bool = True) -> TsvTable:
+    """A tab-separated file as the GLUE files are written: the one TSV reader of hf_mtl (GLUE folders,
+    `hf-mtl predict` inputs).
+
+    Quoting is off because the GLUE files contain unbalanced `"` that would merge rows under CSV quoting;
+    `utf-8-sig` drops MRPC's byte-order mark; blank lines carry no row but keep the line numbering.
+    With `header`, the first row is the header rather than a row.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        numbered = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1)
+                    if row]
+    names = numbered.pop(0)[1] if header and numbered else []
+    return TsvTable(path=path, header=names, rows=[row for _, row in numbered], lines=[line for line, _ in numbered])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -156,7 +156,8 @@ class MultiTaskModel(PreTrainedModel):
     config_class = MultiTaskConfig
     base_model_prefix = "encoder"
     supports_gradient_checkpointing = True
-    # forward takes no **kwargs: the Trainer must scale losses for gradient accumulation itself (DESIGN §3).
+    # forward takes no **kwargs: the Trainer must scale losses for gradient accumulation itself
+    # (docs/architecture.md, "Traps").
     accepts_loss_kwargs = False
 
     def __init__(self, config: MultiTaskConfig) -> None:

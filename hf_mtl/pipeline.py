@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoTokenizer, set_seed
 from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
 from .data import cap_rows, load_task_splits, tokenize_splits
+from .model_card import TRAINING_ARGS_FILE
 from .modeling import MultiTaskModel, resolve_model_path
 from .tasks import parse_tasks
 from .trainer import MultiTaskTrainer
@@ -43,8 +44,8 @@ def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArgument
 
 def train(argv: Sequence[str]) -> dict[str, float]:
     """`hf-mtl train ARGV`: parse the flags (and config file), set up logging, run `run_training`."""
-    model_args, data_args, training_args = parse_train_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    model_args, data_args, training_args = parse_train_args(argv)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     return run_training(model_args, data_args, training_args)
 
@@ -101,7 +102,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
             raise SystemExit(128 + trainer.interrupted_by)  # the shell's convention for "killed by this signal"
         trainer.save_model()
         if trainer.is_world_process_zero():
-            with open(os.path.join(training_args.output_dir, "training_args.json"), "w") as f:
+            with open(os.path.join(training_args.output_dir, TRAINING_ARGS_FILE), "w") as f:
                 json.dump({**training_args.to_dict(), "world_size": training_args.world_size}, f, indent=2)
         metrics = dict(train_result.metrics)
         metrics["train_samples"] = sum(len(ds) for ds in train_sets.values())

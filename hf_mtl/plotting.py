@@ -27,7 +27,7 @@ EVAL_RESULTS = "eval_results.json"
 #: The combined figure, embedded in the model card.
 SUMMARY_PNG = "training_curves.png"
 # Per-split bookkeeping the Trainer adds to every evaluation; not a metric worth a curve.
-_EVAL_BOOKKEEPING = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+EVAL_BOOKKEEPING = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
 
 
 def require_matplotlib() -> Any:
@@ -136,7 +136,7 @@ def collect_curves(log_history: Iterable[Mapping[str, Any]], tasks: Sequence[str
                 rest = key.removeprefix("eval_")
                 task = next((t for t in by_length if rest.startswith(f"{t}_")), None)
                 metric = rest[len(task) + 1:] if task else None
-                if task and metric and not any(metric.endswith(b) for b in _EVAL_BOOKKEEPING):
+                if task and metric and not any(metric.endswith(b) for b in EVAL_BOOKKEEPING):
                     add(curves.eval.setdefault(task, {}), metric, step, value)
             else:
                 for prefix, series in (("grad_norm_", curves.grad_norm), ("loss_", curves.loss),

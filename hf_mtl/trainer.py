@@ -8,6 +8,9 @@ What it overrides, and why:
   and the whole step runs at the last one (inside the Trainer's gradient-sync context) through
   `TaskByTaskStep`, tasks outer and micro-batches inner, so gradient accumulation gives the update
   of one large batch for every strategy.
+* `compute_loss`: the one place a task's loss is computed (the engine calls it for every task's forward
+  pass, as do the `init` estimate and evaluation); given a whole multi-task batch it returns the
+  strategy's objective F(L_1..L_K) as one differentiable scalar.
 * `evaluate`: per-task GLUE metrics as `eval_<task>_<metric>` plus `eval_glue_score`.
 * `log`: adds `loss_<task>`, `weight_<task>`, for gradient-level strategies `grad_norm_<task>`, and
   for those that see all task gradients at once `cos_<task>_<task>` (the cosine between two task
@@ -20,29 +23,27 @@ What it overrides, and why:
   next to each checkpoint as `weighting_state.json`, last, so its presence marks a complete
   checkpoint), and while it runs turns SIGTERM/SIGINT into "finish this step, save a checkpoint,
   stop" (`checkpoint_on_signal`).
-* `create_model_card`: the multi-task card of `hf_mtl.hub` (tasks, weighting, per-task metrics, curves),
+* `create_model_card`: the multi-task card of `hf_mtl.model_card` (tasks, weighting, per-task metrics, curves),
   which `push_to_hub` uploads with the model, tokenizer and config.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import math
 import os
-import signal
-import threading
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from transformers import Trainer
 from transformers.trainer_utils import EvalPrediction
 
-from .callbacks import SignalCallback, WeightingStateCallback
+from .callbacks import WeightingStateCallback, signals_to_checkpoint
 from .checkpoint import (
     WEIGHTING_STATE_FILE,
     is_complete_checkpoint,
@@ -51,6 +52,7 @@ from .checkpoint import (
     load_weighting_state,
 )
 from .data import label_statistics
+from .distributed import all_reduce_sum
 from .engine import StepResult, TaskByTaskStep
 from .metrics import compute_task_metrics, glue_score, task_score
 from .sampling import (
@@ -127,8 +129,8 @@ class MultiTaskTrainer(Trainer):
         if ranks != self.args.world_size:
             raise ValueError(
                 f"{ranks} processes were launched but the Trainer sees world_size={self.args.world_size}: every "
-                "process would train on the full batch by itself. On a machine without GPUs pass --use_cpu "
-                "(torchrun ... hf-mtl train --use_cpu ...)."
+                "process would train on the full batch by itself. Launch one process per device (torchrun "
+                "--nproc_per_node), or pass --use_cpu to train on CPU processes."
             )
         if weighting is None:
             stats = (
@@ -136,16 +138,17 @@ class MultiTaskTrainer(Trainer):
                 if multitask_train is not None
                 else {}
             )
-            weighting = build_weighting(args.weighting, self.tasks, stats, args.weighting_options())
+            weighting = build_weighting(args.weighting, self.tasks, stats, args.weighting_hparams(), seed=args.seed)
         self.weighting = weighting
         self.step_engine = TaskByTaskStep(weighting, names, self.accelerator, nan_policy=args.nan_policy,
-                                          locate_rows=self._training_rows)
+                                          locate_rows=self._training_rows, compute_loss=self.compute_loss)
         self.add_callback(WeightingStateCallback(weighting, self.step_engine))
         #: The signal (e.g. `signal.SIGTERM`) that stopped the last `train()` early, None if it ran to the end.
         self.interrupted_by: int | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
         self.model.config.weighting = {"name": weighting.name, **weighting.hparams()}
         self._pending_micro_batches: list[dict[str, dict[str, Any]]] = []
+        self._step_grad_norm: float | None = None  # the last step's combined-gradient norm, for clipping
         self._task_logs: dict[str, list[float]] = {}
         self._step_means: list[float] = []  # the steps' mean task losses since the last log
         self._skipped_since_log = False
@@ -211,46 +214,8 @@ class MultiTaskTrainer(Trainer):
             self.step_engine.load_state_dict(load_engine_state(checkpoint))
             load_weighting_state(self.weighting, checkpoint)
         self.interrupted_by = None
-        with self._signals_to_checkpoint():
+        with signals_to_checkpoint(self):
             return super().train(checkpoint, *args, **kwargs)
-
-    @contextlib.contextmanager
-    def _signals_to_checkpoint(self) -> Any:
-        """While training: SIGTERM/SIGINT -> checkpoint and stop at the step's end; the previous handlers after."""
-        if not self.args.checkpoint_on_signal or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        callback = SignalCallback(self)
-        previous = {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if callback.received is None:
-                callback.received = signum
-                logger.warning("%s received: stopping after the current step with a checkpoint (send it again to stop "
-                               "at once, without one).", signal.Signals(signum).name)
-                return
-            # A second signal: the user means it. Hand it to whoever handled it before us.
-            for sig, old in previous.items():
-                signal.signal(sig, old)
-            old = previous[signum]
-            if callable(old):
-                old(signum, frame)
-            elif old == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, handler)
-        self.add_callback(callback)
-        try:
-            yield
-        finally:
-            self.remove_callback(callback)
-            for sig, old in previous.items():
-                if signal.getsignal(sig) is handler:
-                    signal.signal(sig, old)
-            if callback.received and self.interrupted_by is None:
-                logger.warning("%s arrived after the last training step: training had finished.",
-                               signal.Signals(callback.received).name)
 
     def _training_rows(self, step: int, micro_batch: int, task_index: int) -> list[int] | None:
         """The training-set rows of task `task_index` in this process's micro-batch `micro_batch` of optimizer
@@ -278,7 +243,63 @@ class MultiTaskTrainer(Trainer):
         with self.compute_loss_context_manager():
             result = self.step_engine(model, micro_batches, step=self.state.global_step + 1)
         self._record(result)
+        self._step_grad_norm = result.grad_norm
         return torch.tensor(result.mean_loss, device=self.args.device)
+
+    def _clip_grad_norm(self, model: torch.nn.Module) -> Any:
+        """The Trainer's clipping, with the norm the step already measured for its fault check (so the
+        gradients are read once, not twice), and no pass over them when the factor would be 1: clipping
+        multiplies by min(1, max_norm / (norm + 1e-6)), as `torch.nn.utils.clip_grad_norm_` does."""
+        norm = self._take_step_grad_norm()
+        if norm is None:
+            return super()._clip_grad_norm(model)
+        factor = self.args.max_grad_norm / (norm + 1e-6)
+        if factor < 1.0:
+            torch._foreach_mul_([p.grad for p in model.parameters() if p.grad is not None], factor)
+        return norm
+
+    def _get_grad_norm(self, model: torch.nn.Module, grad_norm: Any = None) -> Any:
+        """The logged `grad_norm`: the step's measured norm when clipping did not already give it."""
+        if grad_norm is None:
+            grad_norm = self._take_step_grad_norm()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
+
+    def _take_step_grad_norm(self) -> float | None:
+        """The combined gradient's norm measured by this step's engine, once; None where the Trainer must
+        measure it itself (a grad scaler unscales first; DeepSpeed, FSDP and XLA clip their own way)."""
+        norm, self._step_grad_norm = self._step_grad_norm, None
+        if norm is None or self.accelerator.scaler is not None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return None
+        return None if self.accelerator.distributed_type == DistributedType.XLA else norm
+
+    def compute_loss(self, model: torch.nn.Module, inputs: Mapping[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        """The one place a task's loss is computed; given a whole multi-task batch, the strategy's objective.
+
+        * One task's batch (`{"task": name, "input_ids": ..., "labels": ...}`, as the collator makes it):
+          the Trainer's own `compute_loss` (the model's loss, or `compute_loss_func` / label smoothing when
+          the Trainer was given them). The step engine calls this for every task's forward pass, and so do
+          the `init` estimate and evaluation, so overriding this branch in a subclass (class weights, label
+          smoothing, a focal loss) changes training, the initial-loss estimate and evaluation alike.
+        * A multi-task batch (`{task: batch}`, one batch of every task): each task's loss through the branch
+          above, combined into F(L_1..L_K) (`weighting.objective`) as one differentiable scalar. Its
+          gradient is the update the task-by-task step produces for a loss-level strategy (the step computes
+          it without keeping K graphs alive). Gradient-level strategies have no loss objective and raise.
+          With `return_outputs=True`: `(F, {"losses": {task: L_task}, "outputs": {task: model output}})`.
+        """
+        if not _is_multitask_batch(inputs):
+            # A copy: the Trainer pops `labels` for compute_loss_func / label smoothing, and the engine
+            # reuses its batches (a fault re-run).
+            return super().compute_loss(model, dict(inputs), return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        names = self.step_engine.task_names
+        if sorted(inputs) != sorted(names):
+            raise ValueError(f"compute_loss: a multi-task batch needs one batch of every task {names}; got {sorted(inputs)}.")
+        losses, outputs = {}, {}
+        for name in names:
+            losses[name], outputs[name] = self.compute_loss(model, inputs[name], return_outputs=True)
+        objective = self.weighting.objective(torch.stack([losses[name] for name in names]))
+        return (objective, {"losses": losses, "outputs": outputs}) if return_outputs else objective
 
     def _record(self, result: StepResult) -> None:
         names = self.step_engine.task_names
@@ -304,9 +325,9 @@ class MultiTaskTrainer(Trainer):
             batch = self._prepare_inputs(batch)
             for i, name in enumerate(names):
                 n = len(batch[name]["labels"])
-                sums[0, i] += model(**batch[name]).loss.double() * n
+                sums[0, i] += self.compute_loss(model, batch[name]).double() * n
                 sums[1, i] += n
-        self.step_engine._all_reduce_sum([sums])
+        all_reduce_sum([sums])
         return (sums[0] / sums[1]).tolist()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -377,12 +398,12 @@ class MultiTaskTrainer(Trainer):
         (`finetuned_from`, default: where the encoder was loaded from), the tasks and datasets, the
         weighting with its hyperparameters, the latest evaluation (per-task metrics and GLUE score),
         the training hyperparameters, the curves from `hf_mtl.plotting` and a usage snippet; see
-        `hf_mtl.hub.write_model_card`. `tasks`, `dataset_tags`, `dataset` and `dataset_args` are
+        `hf_mtl.model_card.write_model_card`. `tasks`, `dataset_tags`, `dataset` and `dataset_args` are
         accepted for compatibility and ignored: the tasks come from the model's config.
         """
         if not self.is_world_process_zero():
             return
-        from .hub import training_hyperparameters, write_model_card
+        from .model_card import training_hyperparameters, write_model_card
 
         model = self.accelerator.unwrap_model(self.model)
         write_model_card(
@@ -397,6 +418,11 @@ class MultiTaskTrainer(Trainer):
             license=license,
             tags=tags,
         )
+
+
+def _is_multitask_batch(inputs: Mapping[str, Any]) -> bool:
+    """`{task: batch}` (a batch of several tasks) rather than one task's model inputs."""
+    return bool(inputs) and all(isinstance(value, Mapping) for value in inputs.values())
 
 
 def _constant_rate(step: int) -> float:

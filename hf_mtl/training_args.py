@@ -7,40 +7,22 @@ every field is a `hf-mtl train` flag and a key of a YAML/JSON config file.
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
 
+import torch
 from transformers import TrainingArguments
 
-from .engine import NAN_POLICIES
-from .weighting import WEIGHTINGS, WeightingOptions, validate_weighting_name
+from .engine import NAN_POLICIES, check_nan_policy
+from .weighting import WEIGHTINGS, check_weighting, hparams_dataclass
 
 logger = logging.getLogger(__name__)
 
 
-def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
-    """`"sst2=1,stsb=0.5"` -> `{"sst2": 1.0, "stsb": 0.5}`."""
-    if value is None or isinstance(value, Mapping):
-        return dict(value) if value is not None else None
-    weights: dict[str, float] = {}
-    for item in filter(None, (s.strip() for s in value.split(","))):
-        name, sep, number = item.partition("=")
-        try:
-            weights[name.strip()] = float(number)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(
-                f"--task_weights: cannot read {item!r} in {value!r}; write task=weight pairs, e.g. sst2=1,stsb=0.5."
-            ) from None
-    return weights
-
-
 @dataclass
-class MultiTaskTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus the multi-task settings: the tasks, the weighting strategy and its
-    hyperparameters, the fault policy and checkpoint-on-signal."""
+class _TasksAndWeighting:
+    """The tasks and the strategy: their own base so that --help lists them before the strategy flags."""
 
     tasks: str | None = field(
         default=None,
@@ -50,42 +32,23 @@ class MultiTaskTrainingArguments(TrainingArguments):
         default="equal",
         metadata={"help": "How task losses are combined; `hf-mtl weightings` lists the strategies: " + ", ".join(WEIGHTINGS)},
     )
-    gamma: float = field(
-        default=0.5,
-        metadata={"help": "Exponent of the `power` weighting: 1 = arithmetic mean, 0 = geometric, +inf = max, -inf = min."},
-    )
-    task_weights: str | None = field(
-        default=None, metadata={"help": "Weights for `static`, e.g. sst2=1,mrpc=1,stsb=0.5."}
-    )
+
+
+#: One field per strategy flag (--gamma, --task_weights, --norm_scope, ...), derived by the registry from
+#: the strategies' own `Config` declarations (hf_mtl/weighting/<strategy>.py): a new knob is one edit there.
+WeightingHyperparameters = hparams_dataclass("WeightingHyperparameters", __name__)
+
+
+@dataclass
+class MultiTaskTrainingArguments(WeightingHyperparameters, _TasksAndWeighting, TrainingArguments):
+    """`TrainingArguments` plus the multi-task settings: the tasks, the weighting strategy and its
+    hyperparameters (the fields of `WeightingHyperparameters`, declared by the strategies), the fault
+    policy and checkpoint-on-signal."""
+
     logging_steps: float = field(
         default=10,
         metadata={"help": "Log every N optimizer steps (per-task losses and weights included); default 10, not 500."},
     )
-    init_estimate_batches: int = field(
-        default=0,
-        metadata={
-            "help": "For `init`: 0 takes the theoretical initial loss (log C for C classes, E[y^2] for regression); "
-            "N > 0 measures the mean loss of the first N batches before any update."
-        },
-    )
-
-    norm_scope: str = field(
-        default="all",
-        metadata={"help": "grad_normalize: take each task's gradient norm over `all` parameters it touches or the `shared` encoder only (heads then get their raw gradient).", "choices": ["all", "shared"]},
-    )
-    norm_scale: str = field(
-        default="unit",
-        metadata={"help": "grad_normalize: scale of the combined update: `unit` (sum of unit vectors), `max` or `mean` task gradient norm.", "choices": ["unit", "max", "mean"]},
-    )
-    weighting_lr: float | None = field(
-        default=None, metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo); default 0.025, constant."}
-    )
-    gradnorm_alpha: float = field(default=1.5, metadata={"help": "gradnorm: restoring-force exponent alpha."})
-    dwa_temperature: float = field(default=2.0, metadata={"help": "dwa: softmax temperature T."})
-    dwa_window: int = field(default=50, metadata={"help": "dwa: steps per loss-averaging window (windows replace epochs)."})
-    famo_weight_decay: float = field(default=0.001, metadata={"help": "famo: weight decay of its logits."})
-    cagrad_c: float = field(default=0.4, metadata={"help": "cagrad: conflict-aversion radius c."})
-    db_beta: float = field(default=0.9, metadata={"help": "db_mtl: moving-average coefficient beta of the normalised gradients."})
     nan_policy: str = field(
         default="raise",
         metadata={
@@ -104,34 +67,48 @@ class MultiTaskTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        _use_cpu_without_accelerator(self)
         super().__post_init__()
-        validate_weighting_name(self.weighting)
-        if not math.isfinite(self.gamma):
-            raise ValueError(f"--gamma {self.gamma} is not finite; pass a finite exponent, e.g. --gamma 0.5.")
-        if self.init_estimate_batches < 0:
-            raise ValueError(f"--init_estimate_batches {self.init_estimate_batches} must be >= 0 (0 = theoretical).")
-        parse_task_weights(self.task_weights)
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"--nan_policy {self.nan_policy!r} is not one of: {', '.join(NAN_POLICIES)}.")
+        # The strategy name and the hyperparameters it uses are checked here, once (by their declarations).
+        for message in check_weighting(self.weighting, self.weighting_hparams()):
+            logger.warning(message)
+        check_nan_policy(self.nan_policy)
         if self.enable_jit_checkpoint and self.checkpoint_on_signal:
             # The Trainer's JIT checkpoint saves mid-step and without the weighting state; ours supersedes it.
             logger.warning("--enable_jit_checkpoint is replaced by hf_mtl's --checkpoint_on_signal (a checkpoint at the "
                            "end of the current step, weighting state included); turning enable_jit_checkpoint off.")
             self.enable_jit_checkpoint = False
 
-    def weighting_options(self) -> WeightingOptions:
-        return WeightingOptions(
-            gamma=self.gamma,
-            task_weights=parse_task_weights(self.task_weights),
-            init_losses="estimated" if self.init_estimate_batches > 0 else "theoretical",
-            norm_scope=self.norm_scope,
-            norm_scale=self.norm_scale,
-            weighting_lr=self.weighting_lr,
-            gradnorm_alpha=self.gradnorm_alpha,
-            dwa_temperature=self.dwa_temperature,
-            dwa_window=self.dwa_window,
-            famo_weight_decay=self.famo_weight_decay,
-            cagrad_c=self.cagrad_c,
-            db_beta=self.db_beta,
-            seed=self.seed,
+    def weighting_hparams(self) -> dict[str, Any]:
+        """Every strategy flag and its value, {flag: value}: what `build_weighting(..., hparams=...)` takes."""
+        return {f.name: getattr(self, f.name) for f in fields(WeightingHyperparameters)}
+
+
+_shadowed = {f.name for f in fields(WeightingHyperparameters)} & (
+    {f.name for f in fields(TrainingArguments)} | {f.name for f in fields(_TasksAndWeighting)}
+    | set(MultiTaskTrainingArguments.__annotations__)
+)
+if _shadowed:
+    raise TypeError(f"weighting flag(s) {', '.join(sorted(_shadowed))} clash with other training arguments; rename them.")
+
+
+def _use_cpu_without_accelerator(args: TrainingArguments) -> None:
+    """`torchrun --nproc_per_node N` on a machine without any accelerator means N CPU processes.
+
+    Left alone, the Trainer would see one process in each and every process would train on the whole
+    batch by itself. With no accelerator there is one sensible reading, so `use_cpu` is implied (gloo
+    process group) and the log says so. An explicit `--ddp_backend` other than gloo on such a machine
+    is contradictory: refused, naming the flag.
+    """
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes <= 1 or args.use_cpu or torch.accelerator.is_available():
+        return
+    if args.ddp_backend not in (None, "gloo"):
+        raise ValueError(
+            f"--ddp_backend {args.ddp_backend}: {processes} processes were launched on a machine without an "
+            "accelerator, where only the CPU backend gloo works. Drop --ddp_backend (or pass --ddp_backend gloo)."
         )
+    args.use_cpu = True
+    logger.info("%d processes launched and no accelerator found: training as %d data-parallel CPU processes "
+                "(gloo process group; --use_cpu implied).", processes, processes)
+

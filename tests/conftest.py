@@ -75,3 +75,22 @@ def tiny_checkpoint(tmp_path_factory, minilm_path: str) -> str:
     BertModel(tiny_encoder_config()).save_pretrained(path)
     AutoTokenizer.from_pretrained(minilm_path).save_pretrained(path)
     return str(path)
+
+
+#: The three GLUE tasks most tests train on: one of each shape (single sentence, regression, pair).
+TASKS3 = ("sst2", "stsb", "mrpc")
+
+
+def tokenized_glue(glue_dir, tokenizer, names=TASKS3, train_rows: int = 48, eval_rows: int = 24, max_length: int = 64):
+    """({task: train split}, {task: validation split}) of real GLUE rows, tokenised with the real tokenizer."""
+    from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
+    from hf_mtl.tasks import GLUE_TASKS
+
+    train, evaluation = {}, {}
+    for name in names:
+        spec = GLUE_TASKS[name]
+        splits = tokenize_splits(cap_rows(load_task_splits(spec, glue_dir), train_rows, eval_rows), spec, tokenizer,
+                                 max_length)
+        train[name] = splits["train"]
+        evaluation.update({key: splits[split] for split, key in spec.eval_keys().items()})
+    return train, evaluation

@@ -165,8 +165,7 @@ def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
         lr_scheduler_type=run.get("scheduler", "constant"), weight_decay=0.0,
         max_grad_norm=run.get("max_grad_norm", 0.0), logging_steps=1, save_strategy="no",
         report_to="none", seed=3, disable_tqdm=True,
-        # Without it, transformers on a CPU-only machine sets up no data parallelism under torchrun.
-        use_cpu=True,
+        # No use_cpu: under torchrun on a CPU-only machine MultiTaskTrainingArguments implies it.
     )
     values.update(run.get("args", {}))
     if run.get("fsdp"):
@@ -197,6 +196,27 @@ def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
     return result
 
 
+def check_distributed_helpers(out: Path) -> None:
+    """`hf_mtl.distributed` across the ranks, after the runs (accelerate's state is set up by then): writes
+    OUT/helpers.rank<r>.json for `test_distributed.test_distributed_helpers`. Rank r contributes r + 1 times
+    each base value; a 16-byte bucket limit makes `all_reduce_sum` pack buckets of one and of several tensors,
+    of three dtypes, one of them not contiguous."""
+    from hf_mtl import distributed
+
+    rank = distributed.process_index()
+    c = rank + 1.0
+    tensors = [torch.full((2,), c), torch.arange(4, dtype=torch.float64) * c, torch.tensor([int(c)]),
+               torch.full((2,), 2 * c), (torch.arange(4.0).view(2, 2) * c).t()]
+    distributed.all_reduce_sum(tensors, bucket_bytes=16)
+    result = {
+        "world_size": distributed.world_size(), "is_distributed": distributed.is_distributed(),
+        "sums": [t.tolist() for t in tensors], "max": distributed.max_across_processes(10 * rank + 1),
+        "broadcast": distributed.broadcast_from_main(torch.tensor([5.0 + rank])).tolist(),
+        "norm": distributed.global_norm([torch.full((4,), c), torch.full((1,), c)]),
+    }
+    (out / f"helpers.rank{rank}.json").write_text(json.dumps(result))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--glue_dir", required=True)
@@ -222,6 +242,7 @@ def main() -> None:
         except Exception:  # noqa: BLE001 - recorded for the test, which fails with it
             (out / f"error.rank{rank}.txt").write_text(traceback.format_exc())
             traceback.print_exc()
+    check_distributed_helpers(Path(args.out))
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

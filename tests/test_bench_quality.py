@@ -12,7 +12,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from hf_mtl.bench_quality import (
+from hf_mtl.bench.quality import (
     PARTIAL_FILE,
     RESULT_FILE,
     QualityConfig,

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from hf_mtl.bench_torchjd import AGGREGATORS, TorchJDConfig, update_gap
-from hf_mtl.benchmark import _build, trainer_optimizer
+from hf_mtl.bench.common import build, trainer_optimizer
+from hf_mtl.bench.torchjd import AGGREGATORS, TorchJDConfig, update_gap
 from hf_mtl.cli import main
 
 pytest.importorskip("torchjd", reason="torchjd (test extra) is not installed")
@@ -19,7 +19,7 @@ pytest.importorskip("torchjd", reason="torchjd (test extra) is not installed")
 def setup(tiny_checkpoint, glue_dir):
     config = TorchJDConfig(tasks=[3], batch_size=4, seq_len=16, model_name_or_path=tiny_checkpoint,
                            glue_dir=str(glue_dir), threads=1)
-    return _build(config, 3, list(AGGREGATORS), trainer_optimizer(config))
+    return build(config, 3, list(AGGREGATORS), trainer_optimizer(config))
 
 
 def exact_torchjd(name):

@@ -137,18 +137,31 @@ def test_minilm_quick_run_learns_evaluates_and_reloads(tmp_path, glue_dir, minil
                                processing_class=tokenizer, tasks=tasks)
     again = trainer.evaluate()
     for key in ["eval_sst2_accuracy", "eval_mrpc_f1", "eval_stsb_pearson", "eval_glue_score"]:
-        assert again[key] == pytest.approx(results[key], abs=1e-6), key
+        # 1e-5: the run's process and this one may sum in another order (threads); a wrong model is off by far more.
+        assert again[key] == pytest.approx(results[key], abs=1e-5), key
 
 
 @pytest.mark.distributed
-def test_torchrun_without_use_cpu_on_a_cpu_machine_is_refused(tmp_path, glue_dir, tiny_checkpoint):
-    if torch.cuda.is_available():
-        pytest.skip("on a GPU machine the processes do form a data-parallel group")
+def test_torchrun_on_a_cpu_machine_trains_data_parallel_without_use_cpu(tmp_path, glue_dir, tiny_checkpoint):
+    if torch.accelerator.is_available():
+        pytest.skip("on a machine with an accelerator the processes use it")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hf_mtl.cli",
-         "train", "--model_name_or_path", tiny_checkpoint, "--tasks", "sst2", "--glue_dir", str(glue_dir),
-         "--max_train_samples", "16", "--max_steps", "1", "--do_train", "--output_dir", str(tmp_path),
+         "train", "--model_name_or_path", tiny_checkpoint, "--tasks", "sst2,mrpc", "--glue_dir", str(glue_dir),
+         "--max_train_samples", "16", "--max_steps", "2", "--do_train", "--output_dir", str(tmp_path),
          "--report_to", "none"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode != 0
-    assert "pass --use_cpu" in proc.stderr
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training as 2 data-parallel CPU processes" in proc.stderr
+    saved = json.loads((tmp_path / "training_args.json").read_text())
+    assert saved["world_size"] == 2 and saved["use_cpu"] is True
+
+
+def test_torchrun_with_a_gpu_only_backend_on_a_cpu_machine_is_refused(monkeypatch, tmp_path):
+    if torch.accelerator.is_available():
+        pytest.skip("on a machine with an accelerator nccl may be right")
+    from hf_mtl.training_args import MultiTaskTrainingArguments
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"--ddp_backend nccl: 2 processes .* without an accelerator"):
+        MultiTaskTrainingArguments(output_dir=str(tmp_path), ddp_backend="nccl")

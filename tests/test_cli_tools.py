@@ -7,12 +7,11 @@ import shutil
 
 import pytest
 import torch
+from test_hub import dev_batch, save_tiny_encoder, train_run
 
 from hf_mtl.cli import main
 from hf_mtl.modeling import MultiTaskModel
 from hf_mtl.tasks import GLUE_TASKS
-
-from test_hub import dev_batch, save_tiny_encoder, train_run
 
 TRAINING_ONLY = ("runtime", "per_second", "preparation_time")
 

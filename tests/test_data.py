@@ -15,9 +15,11 @@ from hf_mtl import data
 from hf_mtl.data import (
     LabelStatistics,
     cap_rows,
+    glue_column_names,
     label_statistics,
     load_task_splits,
     prepare_dataset,
+    read_tsv,
     tokenize_splits,
 )
 from hf_mtl.tasks import TaskSpec, get_task
@@ -280,6 +282,36 @@ def test_custom_task_cannot_come_from_a_glue_dir(tmp_path: Path) -> None:
     spec = TaskSpec(name="reviews", kind="classification", num_labels=2, text_columns=("text",))
     with pytest.raises(ValueError, match=r"task 'reviews' is not a GLUE task.*prepare_dataset"):
         load_task_splits(spec, tmp_path)
+
+
+def test_read_tsv_keeps_quotes_line_numbers_and_header(tmp_path: Path) -> None:
+    path = tmp_path / "in.tsv"
+    path.write_text("\ufeffsentence\tlabel\n\"unbalanced\t1\n\nsecond \"quote\t0\n", encoding="utf-8")
+    table = read_tsv(path)
+    assert table.header == ["sentence", "label"]  # the byte-order mark is dropped
+    assert table.rows == [['"unbalanced', "1"], ['second "quote', "0"]]  # no CSV quoting: rows never merge
+    assert table.lines == [2, 4]  # the blank line 3 is skipped but counted
+    assert table.ragged(2) is None and table.ragged(3) == (2, ['"unbalanced', "1"])
+    headless = read_tsv(path, header=False)
+    assert headless.header == [] and headless.lines == [1, 2, 4]
+    assert read_tsv(write_tsv(tmp_path / "empty.tsv", [], trailing_newline=False)).rows == []
+
+
+def test_tsv_table_to_split_prepares_columns_and_names_the_line(tmp_path: Path) -> None:
+    spec = get_task("sst2")
+    table = read_tsv(write_tsv(tmp_path / "in.tsv", [tsv_row("id", "text", "y"), tsv_row("7", "good", "positive"),
+                                                     tsv_row("8", "bad", "0")]))
+    split = table.to_split(spec, {"sentence": 1, "label": 2})
+    assert split.column_names == ["sentence", "label"] and split.features["label"] == INT64
+    assert split["sentence"] == ["good", "bad"] and split["label"] == [1, 0]
+    assert table.to_split(spec, {"sentence": 1}, default_label="0")["label"] == [0, 0]
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'in.tsv'}, line 2: label '7' is not a valid classification"):
+        table.to_split(spec, {"sentence": 1, "label": 0})
+
+
+def test_glue_column_names() -> None:
+    assert glue_column_names("mrpc") == {"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}
+    assert glue_column_names("cola") == {} and glue_column_names("reviews") == {}
 
 
 # --------------------------------------------------------------------------------------------------

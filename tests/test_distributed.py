@@ -61,7 +61,8 @@ for _name in ("geometric", "grad_normalize"):
 TWO_PROCESSES["grad_normalize_shared_max"] = (
     {"weighting": "grad_normalize", "batch": BATCH, **SHARED_MAX}, "grad_normalize_shared_max")
 TWO_PROCESSES["geometric_adamw"] = ({"weighting": "geometric", "batch": BATCH, **ADAMW}, "geometric_adamw")
-# Activation checkpointing turns DDP's find_unused_parameters off (DESIGN §3); the sums must still be global.
+# Activation checkpointing turns DDP's find_unused_parameters off (docs/architecture.md, "Traps"); the sums must
+# still be global.
 TWO_PROCESSES["geometric_checkpointing"] = (
     {"weighting": "geometric", "batch": BATCH, "args": {"gradient_checkpointing": True}}, "geometric")
 DDP_CASES = list(TWO_PROCESSES)
@@ -221,3 +222,21 @@ def test_fsdp2_two_processes_match_one_process(name, launches, initial_parameter
     accelerate's state to FSDP as the GPU path would (`distributed_worker.fsdp_on_cpu`).
     """
     _check_against_one_process(name, launches, initial_parameters, "FSDP")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_distributed_helpers(processes, launches):
+    """`hf_mtl.distributed` in the launched processes (`distributed_worker.check_distributed_helpers`): rank r
+    contributes r + 1 times each value, so the sums are s = N(N+1)/2 times it, on every rank."""
+    s = processes * (processes + 1) / 2
+    for rank in range(processes):
+        path = launches[processes] / f"helpers.rank{rank}.json"
+        if not path.exists():
+            pytest.fail(f"{processes}-process launch left no {path.name}; launch log tail:\n{_log_tail(launches[processes])}",
+                        pytrace=False)
+        got = json.loads(path.read_text())
+        assert got["world_size"] == processes and got["is_distributed"] == (processes > 1)
+        assert got["sums"] == [[s, s], [0.0, s, 2 * s, 3 * s], [int(s)], [2 * s, 2 * s], [[0.0, 2 * s], [s, 3 * s]]]
+        assert got["max"] == 10 * (processes - 1) + 1
+        assert got["broadcast"] == [5.0]
+        assert got["norm"] == pytest.approx(math.sqrt(5) * (rank + 1))  # rank-local: no reduction

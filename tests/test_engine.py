@@ -12,7 +12,7 @@ from hf_mtl.data import cap_rows, label_statistics, load_task_splits, tokenize_s
 from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import TaskCollator
 from hf_mtl.tasks import GLUE_TASKS
-from hf_mtl.weighting import WEIGHTINGS, WeightingOptions, build_weighting
+from hf_mtl.weighting import WEIGHTINGS, build_weighting
 
 from conftest import tiny_model
 
@@ -30,10 +30,9 @@ def task_rows(glue_dir, tokenizer):
     return rows
 
 
-def make_weighting(name, task_rows, **options):
+def make_weighting(name, task_rows, **hparams):
     stats = {t.name: label_statistics(task_rows[t.name], t) for t in TASKS}
-    opts = WeightingOptions(task_weights={"sst2": 1.0, "stsb": 0.25, "mrpc": 2.0}, **options)
-    return build_weighting(name, TASKS, stats, opts)
+    return build_weighting(name, TASKS, stats, {"task_weights": {"sst2": 1.0, "stsb": 0.25, "mrpc": 2.0}, **hparams})
 
 
 def micro_batches(task_rows, tokenizer, parts):
@@ -224,7 +223,7 @@ def test_grad_normalize_exact_factors_and_state():
     from hf_mtl.weighting import build_weighting
 
     for scale, expected in {"unit": [1 / 3, 1 / 4], "max": [4 / 3, 1.0], "mean": [3.5 / 3, 3.5 / 4]}.items():
-        w = build_weighting("grad_normalize", TASKS[:2], options=WeightingOptions(norm_scale=scale))
+        w = build_weighting("grad_normalize", TASKS[:2], hparams={"norm_scale": scale})
         common = w.gradient_common_log_factor([3.0, 4.0], [1.0, 1.0])
         assert [math.exp(w.gradient_log_factor(i, n) + common) for i, n in enumerate([3.0, 4.0])] == pytest.approx(expected)
     w = build_weighting("grad_normalize", TASKS[:2])
@@ -233,7 +232,7 @@ def test_grad_normalize_exact_factors_and_state():
     fresh.load_state_dict(w.state_dict())
     assert fresh.state_dict() == w.state_dict() == {"num_clamped": 0, "num_skipped": 2}
     with pytest.raises(ValueError, match="--norm_scale 'huge'"):
-        WeightingOptions(norm_scale="huge")
+        build_weighting("grad_normalize", TASKS[:2], hparams={"norm_scale": "huge"})
 
 
 # All task gradients at once (aggregators) and composition --------------------------------------
@@ -299,3 +298,50 @@ def test_a_learning_loss_transform_keeps_learning_inside_a_composition():
     alone.observe([0.5, 2.0, 8.0])
     torch.testing.assert_close(composed.parameters()[0].grad, alone.parameters()[0].grad)
     assert build_weighting("gradnorm+pcgrad", TASKS).probes_last_shared_layer
+
+
+# The compute_loss hook -------------------------------------------------------------------------
+
+def _stsb_tripled(model, batch):
+    loss = model(**batch).loss
+    return loss * 3.0 if batch["task"] == "stsb" else loss
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_compute_loss_hook_changes_the_step_exactly(parts, task_rows, tokenizer):
+    """Every task loss comes from `compute_loss`: tripling stsb's triples its term of the `equal` update."""
+    model = tiny_model(TASKS).eval()
+    grads = task_gradients(model, micro_batches(task_rows, tokenizer, 1)[0])
+    batches = micro_batches(task_rows, tokenizer, parts)
+    _, base = engine_gradient(model, make_weighting("equal", task_rows), batches)
+    model.zero_grad(set_to_none=True)
+    engine = TaskByTaskStep(make_weighting("equal", task_rows), [t.name for t in TASKS], Accelerator(cpu=True),
+                            compute_loss=_stsb_tripled)
+    result = engine(model, batches, step=0)
+    actual = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    expected = {}
+    for factor, gi in zip([1.0, 3.0, 1.0], grads):
+        for n, g in gi.items():
+            term = g * (factor / len(TASKS))
+            expected[n] = expected[n] + term if n in expected else term
+    assert_same(actual, expected)
+    assert not all(torch.allclose(actual[n], base[n]) for n in base)
+    plain = [model(**micro_batches(task_rows, tokenizer, 1)[0][t.name]).loss.item() for t in TASKS]
+    assert result.losses == pytest.approx([plain[0], 3 * plain[1], plain[2]], rel=1e-5)
+
+
+def test_compute_loss_hook_is_used_by_the_fault_re_run(task_rows, tokenizer):
+    """A NaN gradient that only `compute_loss` makes: the re-run that names the faulty task must go through
+    the hook too (through the model's own loss every task looks finite, and the error would blame an overflow)."""
+    model = tiny_model(TASKS).eval()
+
+    def nan_gradient_for_mrpc(model, batch):
+        loss = model(**batch).loss
+        if batch["task"] == "mrpc":  # value unchanged, gradient NaN: d√u/du = ∞ at u = 0, times 0
+            loss = loss + torch.sqrt(model.heads["mrpc"].classifier.bias.sum() * 0.0)
+        return loss
+
+    engine = TaskByTaskStep(make_weighting("equal", task_rows), [t.name for t in TASKS], Accelerator(cpu=True),
+                            compute_loss=nan_gradient_for_mrpc)
+    with pytest.raises(FloatingPointError, match=r"step 3: task\(s\) \['mrpc'\] have finite losses"):
+        engine(model, micro_batches(task_rows, tokenizer, 1), step=3)

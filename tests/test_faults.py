@@ -32,7 +32,7 @@ from transformers import TrainerCallback
 from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import MultiTaskBatchSampler, TaskCollator
 from hf_mtl.checkpoint import is_complete_checkpoint
-from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, WeightingOptions, build_weighting
+from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, build_weighting
 
 from resume_worker import (
     TASK_NAMES,
@@ -108,11 +108,8 @@ def micro_batches(train_data, tokenizer, parts: int = 1, rows: int = 8) -> list[
 
 
 def weighting_for(name: str):
-    options = {k: v for k, v in strategy_args(name).items() if k in ("gamma",)}
-    if "task_weights" in strategy_args(name):
-        options["task_weights"] = dict(x.split("=") for x in strategy_args(name)["task_weights"].split(","))
-        options["task_weights"] = {k: float(v) for k, v in options["task_weights"].items()}
-    return build_weighting(name, tasks(), options=WeightingOptions(**options))
+    hparams = {k: v for k, v in strategy_args(name).items() if k in ("gamma", "task_weights")}
+    return build_weighting(name, tasks(), hparams=hparams)
 
 
 def engine_step(model, weighting, batches, policy: str, step: int = 1):
@@ -208,7 +205,7 @@ def test_finite_loss_with_a_non_finite_gradient(name, parts, policy, train_data,
 def test_a_combination_that_overflows_is_caught(policy, train_data, tokenizer):
     """Every task's own gradient is finite; weighted by 1e38 each, their sum is not (float32)."""
     model = tiny_model(tasks()).eval()
-    weighting = build_weighting("static", tasks(), options=WeightingOptions(task_weights=dict.fromkeys(TASK_NAMES, 1e38)))
+    weighting = build_weighting("static", tasks(), hparams={"task_weights": dict.fromkeys(TASK_NAMES, 1e38)})
     if policy == "raise":
         with pytest.raises(FloatingPointError, match=r"every task's loss and gradient is .*combination by 'static' overflowed"):
             engine_step(model, weighting, micro_batches(train_data, tokenizer), policy)

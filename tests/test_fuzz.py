@@ -11,8 +11,8 @@ never NaN; the only errors are the documented ones (a negative loss under a log-
 * per-task gradient strategies: `gradient_log_factor` / `gradient_common_log_factor`;
 * aggregators (`AggregatorWeighting`): `aggregate` on random K × P matrices.
 
-New strategies are picked up from the registry; `WeightingOptions` covers every strategy's options
-(static gets a weight for every task).
+New strategies are picked up from the registry and run on their declared defaults (power gets a fuzzed
+--gamma, static a weight for every task).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from hf_mtl.data import LabelStatistics
 from hf_mtl.tasks import TaskSpec
-from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, GradientWeighting, WeightingOptions, build_weighting
+from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, GradientWeighting, build_weighting
 
 COMPOSED = ["geometric+grad_normalize", *(["dwa+pcgrad"] if {"dwa", "pcgrad"} <= set(WEIGHTINGS) else [])]
 NAMES = [*WEIGHTINGS, *COMPOSED]
@@ -61,8 +61,8 @@ def label_stats(tasks: list[TaskSpec]) -> dict[str, LabelStatistics]:
 
 def build(name: str, k: int, gamma: float = 0.5):
     tasks = specs(k)
-    options = WeightingOptions(gamma=gamma, task_weights={t.name: 0.5 + i for i, t in enumerate(tasks)})
-    weighting = build_weighting(name, tasks, label_stats(tasks), options)
+    hparams = {"gamma": gamma, "task_weights": {t.name: 0.5 + i for i, t in enumerate(tasks)}}
+    weighting = build_weighting(name, tasks, label_stats(tasks), hparams)
     if weighting.needs_initial_losses:
         weighting.set_initial_losses([1.0 + i for i in range(k)])
     return weighting

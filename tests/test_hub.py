@@ -21,16 +21,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_encoder_config
 
 from hf_mtl.cli import main
-from hf_mtl.pipeline import train
 from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
-from hf_mtl.hub import export_task, save_task_model
+from hf_mtl.export import export_task, save_task_model
 from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
+from hf_mtl.pipeline import train
 from hf_mtl.sampling import TaskCollator
 from hf_mtl.tasks import GLUE_TASKS
-
-from conftest import tiny_encoder_config
 
 TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["mrpc"], GLUE_TASKS["stsb"]]
 
@@ -105,7 +104,7 @@ class LocalHub:
                     return self._json({"url": f"{hub.url}/{repo_id}", "name": repo_id, "id": repo_id})
                 if path == "/api/validate-yaml":  # the README's metadata block must be a YAML mapping
                     content = json.loads(body)["content"]
-                    front = re.match(r"---\n(.*?)\n---\n", content, re.S)
+                    front = re.match(r"---\n(.*?)\n---\n", content, re.DOTALL)
                     try:
                         valid = front is not None and isinstance(yaml.safe_load(front.group(1)), dict)
                     except yaml.YAMLError:
@@ -213,11 +212,11 @@ def tiny_run(tmp_path_factory, tiny_encoder, glue_dir) -> Path:
 
 def run_usage_snippet(card: str, repo_id: str, folder: Path) -> str:
     """Execute the card's Python snippet with the repository id replaced by a local folder; its stdout."""
-    code = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
     assert f'"{repo_id}"' in code
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        exec(compile(code.replace(f'"{repo_id}"', json.dumps(str(folder))), "model-card-snippet", "exec"), {})
+        exec(compile(code.replace(f'"{repo_id}"', json.dumps(str(folder))), "model-card-snippet", "exec"), {})  # noqa: S102 (the card's own snippet, run as a reader would)
     return output.getvalue()
 
 
@@ -251,8 +250,8 @@ def test_train_push_to_hub_uploads_model_tokenizer_config_and_card(local_hub, ti
 
     # Reloaded from the uploaded files, through the class and through AutoModel: the same evaluation
     # as the one run at the end of training, so the same predictions on every dev row.
-    from hf_mtl.hub import evaluate_run
     from hf_mtl.arguments import DataArguments
+    from hf_mtl.inference import evaluate_run
 
     reloaded = evaluate_run(repo, data_args=DataArguments(glue_dir=str(glue_dir), max_seq_length=64, max_eval_samples=24),
                             output_dir=tmp_path / "reeval")
@@ -347,11 +346,11 @@ def test_export_of_minilm_equals_the_multitask_model_and_pipeline_names_labels(m
 
 
 FAMILIES = {  # tiny configurations of the encoder families the export maps exactly
-    "albert": dict(embedding_size=16),
+    "albert": {"embedding_size": 16},
     "ernie": {},
     "megatron-bert": {},
-    "mobilebert": dict(embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32, num_feedforward_networks=1),
-    "roc_bert": dict(pronunciation_vocab_size=10, shape_vocab_size=10),
+    "mobilebert": {"embedding_size": 16, "intra_bottleneck_size": 32, "true_hidden_size": 32, "num_feedforward_networks": 1},
+    "roc_bert": {"pronunciation_vocab_size": 10, "shape_vocab_size": 10},
     "fnet": {},
 }
 
@@ -377,7 +376,7 @@ def test_export_maps_other_pooler_families_exactly(family):
 
 @pytest.mark.parametrize(("family", "overrides", "reason"), [
     ("roberta", {}, "another head shape"),
-    ("distilbert", dict(dim=32, n_layers=1, n_heads=2, hidden_dim=37), "has no pooler"),
+    ("distilbert", {"dim": 32, "n_layers": 1, "n_heads": 2, "hidden_dim": 37}, "has no pooler"),
     ("electra", {}, "has no pooler"),
 ])
 def test_export_refuses_encoders_without_an_exact_mapping(family, overrides, reason):
@@ -389,7 +388,7 @@ def test_export_refuses_encoders_without_an_exact_mapping(family, overrides, rea
 def test_card_names_the_weighting_hyperparameters_and_works_without_matplotlib(tiny_run, tmp_path, monkeypatch):
     import sys
 
-    from hf_mtl.hub import write_model_card
+    from hf_mtl.model_card import write_model_card
 
     config = MultiTaskModel.from_pretrained(tiny_run).config
     config.weighting = {"name": "power", "gamma": 2.0}
@@ -405,7 +404,7 @@ def test_card_names_the_weighting_hyperparameters_and_works_without_matplotlib(t
 
 
 def test_base_model_of_the_packaged_minilm_is_its_hub_id(minilm_path):
-    from hf_mtl.hub import base_model_id
+    from hf_mtl.model_card import base_model_id
 
     assert base_model_id({"_name_or_path": minilm_path}) == "sentence-transformers/all-MiniLM-L6-v2"
     assert base_model_id({"_name_or_path": "google-bert/bert-base-uncased"}) == "google-bert/bert-base-uncased"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -22,7 +21,7 @@ from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import TaskCollator
 from hf_mtl.tasks import GLUE_TASKS
 from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
-from hf_mtl.weighting import WeightingOptions, build_weighting
+from hf_mtl.weighting import build_weighting
 
 from conftest import tiny_model
 
@@ -31,20 +30,9 @@ SST2, MNLI, STSB = GLUE_TASKS["sst2"], GLUE_TASKS["mnli"], GLUE_TASKS["stsb"]
 TASKS = [SST2, MNLI, STSB]
 
 
-@dataclass
-class LearnedOptions(WeightingOptions):
-    """The options these strategies read (by getattr, with these defaults), not yet fields of WeightingOptions."""
-
-    weighting_lr: float | None = None
-    gradnorm_alpha: float = 1.5
-    dwa_temperature: float = 2.0
-    dwa_window: int = 50
-    famo_weight_decay: float = 0.001
-    seed: int = 0
-
-
-def make(name, tasks=TASKS, **options):
-    return build_weighting(name, tasks, options=LearnedOptions(**options))
+def make(name, tasks=TASKS, seed=0, **hparams):
+    """`name` built with these flags (each strategy takes its own) and `seed` (used by rlw)."""
+    return build_weighting(name, tasks, hparams=hparams, seed=seed)
 
 
 def autograd_weights(weighting, losses):
@@ -132,12 +120,18 @@ def test_learned_values_load_in_place_and_check_the_tasks(name):
     "name, field, value",
     [
         ("uncertainty", "weighting_lr", 0.0), ("gradnorm", "gradnorm_alpha", -1.0), ("dwa", "dwa_window", 2.5),
-        ("dwa", "dwa_temperature", 0.0), ("rlw", "seed", -1), ("famo", "famo_weight_decay", math.nan),
+        ("dwa", "dwa_temperature", 0.0), ("famo", "famo_weight_decay", math.nan), ("famo", "weighting_lr", -1.0),
     ],
 )
-def test_bad_options_name_the_flag(name, field, value):
-    with pytest.raises(ValueError, match=rf"weighting '{name}': --{field} must be .*got {value!r}"):
+def test_bad_hparams_name_the_flag(name, field, value):
+    with pytest.raises(ValueError, match=rf"--{field} must be .*got {value!r}"):
         make(name, **{field: value})
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, "3"])
+def test_rlw_rejects_a_bad_seed(seed):
+    with pytest.raises(ValueError, match=rf"weighting 'rlw': --seed must be a whole number >= 0 .*got {seed!r}"):
+        make("rlw", seed=seed)
 
 
 # uncertainty -----------------------------------------------------------------------------------------
@@ -318,7 +312,7 @@ def make_trainer(output_dir, datasets, tokenizer, name, **overrides):
         logging_steps=1, save_strategy="no", report_to="none", seed=3, disable_tqdm=True,
     )
     values.update(overrides)
-    weighting = build_weighting(name, TRAIN_TASKS, options=LearnedOptions(dwa_window=1, seed=3))
+    weighting = build_weighting(name, TRAIN_TASKS, hparams={"dwa_window": 1}, seed=3)
     return MultiTaskTrainer(
         model=tiny_model(TRAIN_TASKS), args=MultiTaskTrainingArguments(**values),
         train_dataset=datasets, processing_class=tokenizer, weighting=weighting,
@@ -351,7 +345,7 @@ def test_trainer_trains_logs_and_optimizes_the_strategy_parameters(name, tmp_pat
 @pytest.mark.parametrize("parts", [1, 2])
 def test_gradnorm_receives_each_task_gradient_norm_on_the_pooler(parts, datasets, tokenizer):
     model = tiny_model(TRAIN_TASKS).eval()
-    weighting = build_weighting("gradnorm", TRAIN_TASKS, options=LearnedOptions())
+    weighting = build_weighting("gradnorm", TRAIN_TASKS)
     with torch.no_grad():  # unequal factors: the engine must divide them out of the probed gradient
         weighting.parameters()[0].copy_(torch.tensor([0.5, 2.0, 0.5]))
     seen = []

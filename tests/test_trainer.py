@@ -156,3 +156,27 @@ def test_weighting_parameters_train_at_a_constant_rate_under_warmup(tmp_path, da
     assert groups[-1]["lr"] == 0.05 and groups[-1]["weight_decay"] == 0.0
     assert groups[0]["lr"] < 0.5  # the model's own group follows the warm-up
     assert any(v != 0.0 for v in trainer.weighting.parameters()[0].tolist())
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.05, 0.0, 100.0])
+def test_clipping_reuses_the_steps_gradient_norm(max_grad_norm, tmp_path, datasets, tokenizer, monkeypatch):
+    """The engine measures the combined gradient's norm for its fault check; the Trainer's clipping and its
+    logged grad_norm reuse it instead of reading the gradients again, with the same result as the
+    Trainer's own `clip_grad_norm_` (clipping active at 0.05, off at 0, inactive at 100)."""
+    settings = dict(weighting="geometric", max_grad_norm=max_grad_norm, max_steps=3)
+    ours = make_trainer(tmp_path / "ours", datasets, tokenizer, **settings)
+    reference = make_trainer(tmp_path / "reference", datasets, tokenizer, **settings)
+    monkeypatch.setattr(reference, "_take_step_grad_norm", lambda: None)  # the Trainer measures and clips itself
+    calls = []
+    clip = ours.accelerator.clip_grad_norm_
+    monkeypatch.setattr(ours.accelerator, "clip_grad_norm_", lambda *a, **k: calls.append(a) or clip(*a, **k))
+    ours.train()
+    reference.train()
+    assert calls == [], "the Trainer read the gradients again for their norm"
+    for (name, p), q in zip(reference.model.named_parameters(), ours.model.parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-7, msg=name)
+    norms = [h["grad_norm"] for h in ours.state.log_history if "grad_norm" in h]
+    expected = [h["grad_norm"] for h in reference.state.log_history if "grad_norm" in h]
+    assert len(norms) == 3 and norms == pytest.approx(expected, rel=1e-5)
+    if max_grad_norm == 0.05:
+        assert min(expected) > 0.05, "clipping never acted: the comparison would not test it"

@@ -1,18 +1,23 @@
 """Loss-level weighting strategies: declared properties for every registered strategy, exact values on
 one fixed input, the scale invariances, and every error path.
 
-A new strategy plugs into the property tests through `STRATEGY_OPTIONS` (only if it needs options;
+A new strategy plugs into the property tests through `STRATEGY_HPARAMS` (only if it needs flags;
 label statistics and measured initial losses are always supplied) and must pin its exact values in
-`EXACT_CASES`.
+`EXACT_CASES`. The hyperparameter section checks every registered strategy's declared flags against
+`MultiTaskTrainingArguments`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,13 +25,15 @@ import torch
 
 from hf_mtl.data import LabelStatistics
 from hf_mtl.tasks import GLUE_TASKS, TaskSpec
+from hf_mtl.training_args import MultiTaskTrainingArguments
 from hf_mtl.weighting import (
     WEIGHTINGS,
     Weighting,
-    WeightingOptions,
+    WeightingConfig,
     build_weighting,
     describe_weightings,
     get_weighting_class,
+    hparam_flags,
     register,
 )
 
@@ -40,23 +47,24 @@ LABEL_STATS = {
 TASK_WEIGHTS = {"sst2": 1.0, "mnli": 0.5, "stsb": 2.0}
 INITIAL_LOSSES = {"sst2": 0.25, "mnli": 4.0, "stsb": 10.0}  # what the trainer would have measured
 
-#: Options per strategy variant; a strategy not listed runs with `WeightingOptions()`.
-STRATEGY_OPTIONS: dict[str, dict[str, WeightingOptions]] = {
-    "static": {"": WeightingOptions(task_weights=TASK_WEIGHTS)},
+#: Hyperparameters (flag -> value) per strategy variant; a strategy not listed runs on its defaults.
+STRATEGY_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "static": {"": {"task_weights": TASK_WEIGHTS}},
     "init": {
-        "theoretical": WeightingOptions(init_losses="theoretical"),
-        "estimated": WeightingOptions(init_losses="estimated"),
+        "theoretical": {"init_estimate_batches": 0},
+        "estimated": {"init_estimate_batches": 2},
     },
-    "power": {f"gamma={g:g}": WeightingOptions(gamma=g) for g in (-200.0, -2.0, 0.0, 0.5, 1.0, 3.0, 200.0)},
+    "power": {f"gamma={g:g}": {"gamma": g} for g in (-200.0, -2.0, 0.0, 0.5, 1.0, 3.0, 200.0)},
 }
+ESTIMATED = {"init_estimate_batches": 2}
 
 Factory = Callable[[Sequence[TaskSpec]], Weighting]
 
 
-def make(name: str, options: WeightingOptions, tasks: Sequence[TaskSpec] = TASKS,
+def make(name: str, hparams: dict[str, Any], tasks: Sequence[TaskSpec] = TASKS,
          initial_losses: dict[str, float] = INITIAL_LOSSES) -> Weighting:
     """A ready-to-use strategy: label statistics given, measured initial losses set when it asks for them."""
-    weighting = build_weighting(name, tasks, label_stats=LABEL_STATS, options=options)
+    weighting = build_weighting(name, tasks, label_stats=LABEL_STATS, hparams=hparams)
     if weighting.needs_initial_losses:
         weighting.set_initial_losses([initial_losses[t.name] for t in tasks])
     return weighting
@@ -69,22 +77,22 @@ LOSS_LEVEL = [name for name, cls in WEIGHTINGS.items() if cls.kind == "loss"]
 
 def _variants() -> list:
     return [
-        pytest.param((name, options), id=f"{name}-{variant}" if variant else name)
+        pytest.param((name, hparams), id=f"{name}-{variant}" if variant else name)
         for name in LOSS_LEVEL
-        for variant, options in STRATEGY_OPTIONS.get(name, {"": WeightingOptions()}).items()
+        for variant, hparams in STRATEGY_HPARAMS.get(name, {"": {}}).items()
     ]
 
 
 @pytest.fixture(params=_variants())
-def variant(request: pytest.FixtureRequest) -> tuple[str, WeightingOptions]:
+def variant(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     return request.param
 
 
 @pytest.fixture
-def strategy(variant: tuple[str, WeightingOptions]) -> Factory:
+def strategy(variant: tuple[str, dict[str, Any]]) -> Factory:
     """Builds the strategy variant for a given task list (task order matters for the permutation test)."""
-    name, options = variant
-    return lambda tasks: make(name, options, tasks)
+    name, hparams = variant
+    return lambda tasks: make(name, hparams, tasks)
 
 
 def random_losses(count: int = 5, seed: int = 0) -> list[np.ndarray]:
@@ -106,8 +114,8 @@ def assert_weights_close(actual: np.ndarray, expected: np.ndarray, rtol: float =
 # Properties every registered strategy declares ---------------------------------------------------
 
 
-def test_strategy_options_name_registered_strategies() -> None:
-    assert set(STRATEGY_OPTIONS) <= set(WEIGHTINGS)
+def test_strategy_hparams_name_registered_strategies() -> None:
+    assert set(STRATEGY_HPARAMS) <= set(WEIGHTINGS)
 
 
 def test_weights_are_the_gradient_of_the_objective(strategy: Factory) -> None:
@@ -126,13 +134,13 @@ def test_permuting_tasks_permutes_weights(strategy: Factory) -> None:
             assert_weights_close(permuted.weights(losses[perm]), weighting.weights(losses)[perm], rtol=1e-12)
 
 
-def test_state_dict_round_trips_through_json(variant: tuple[str, WeightingOptions]) -> None:
-    name, options = variant
-    weighting = make(name, options)
+def test_state_dict_round_trips_through_json(variant: tuple[str, dict[str, Any]]) -> None:
+    name, hparams = variant
+    weighting = make(name, hparams)
     weighting.weights([0.0 if weighting.log_based else 0.3, 1.0, 2.0])  # leaves a clamp in the state
     state = json.loads(json.dumps(weighting.state_dict()))
 
-    fresh = build_weighting(name, TASKS, label_stats=LABEL_STATS, options=options)
+    fresh = build_weighting(name, TASKS, label_stats=LABEL_STATS, hparams=hparams)
     fresh.load_state_dict(state)
     assert fresh.state_dict() == state
     assert not fresh.needs_initial_losses  # a resumed run must not measure initial losses again
@@ -149,46 +157,46 @@ MNLI_ENTROPY = 1.5 * LN2  # −(1/2 log 1/2 + 2 · 1/4 log 1/4)
 FIXED_LOSSES = [0.5, 2.0, 8.0]
 RLW_Z = np.array([-0.1321048632913019, 0.1257302210933933, 0.6404226504432821])  # sst2, mnli, stsb
 
-#: (name, options, weights dF/dL_i, objective F) at FIXED_LOSSES.
+#: (name, hparams, weights dF/dL_i, objective F) at FIXED_LOSSES.
 EXACT_CASES = {
-    "equal": ("equal", WeightingOptions(), [1 / 3, 1 / 3, 1 / 3], 3.5),
-    "static": ("static", WeightingOptions(task_weights=TASK_WEIGHTS), [1.0, 0.5, 2.0], 0.5 + 1.0 + 16.0),
+    "equal": ("equal", {}, [1 / 3, 1 / 3, 1 / 3], 3.5),
+    "static": ("static", {"task_weights": TASK_WEIGHTS}, [1.0, 0.5, 2.0], 0.5 + 1.0 + 16.0),
     "init-theoretical": (
-        "init", WeightingOptions(), [1 / LN2, 1 / LN3, 1 / 5], 0.5 / LN2 + 2 / LN3 + 8 / 5
+        "init", {}, [1 / LN2, 1 / LN3, 1 / 5], 0.5 / LN2 + 2 / LN3 + 8 / 5
     ),
     "init-estimated": (
-        "init", WeightingOptions(init_losses="estimated"), [4.0, 0.25, 0.1], 2.0 + 0.5 + 0.8
+        "init", ESTIMATED, [4.0, 0.25, 0.1], 2.0 + 0.5 + 0.8
     ),
     "prior": (
-        "prior", WeightingOptions(), [1 / SST2_ENTROPY, 1 / MNLI_ENTROPY, 1.0],
+        "prior", {}, [1 / SST2_ENTROPY, 1 / MNLI_ENTROPY, 1.0],
         0.5 / SST2_ENTROPY + 2 / MNLI_ENTROPY + 8.0,
     ),
-    "realtime": ("realtime", WeightingOptions(), [2.0, 0.5, 0.125], 3.0),
-    "geometric": ("geometric", WeightingOptions(), [2.0, 0.5, 0.125], math.log(8)),
+    "realtime": ("realtime", {}, [2.0, 0.5, 0.125], 3.0),
+    "geometric": ("geometric", {}, [2.0, 0.5, 0.125], math.log(8)),
     # γ = 1/2: Σ √L_i = 3.5 √2, F = (3.5 √2 / 3)² = 49/18,
     # dF/dL_i = (1/3) √(49/18) / √L_i = 7 / (9 √(2 L_i))
-    "power-0.5": ("power", WeightingOptions(gamma=0.5), [7 / 9, 7 / 18, 7 / 36], 49 / 18),
+    "power-0.5": ("power", {"gamma": 0.5}, [7 / 9, 7 / 18, 7 / 36], 49 / 18),
     # γ = 0: F = (0.5 · 2 · 8)^(1/3) = 2, dF/dL_i = F / (3 L_i)
-    "power-0": ("power", WeightingOptions(gamma=0.0), [4 / 3, 1 / 3, 1 / 12], 2.0),
-    "power-1": ("power", WeightingOptions(gamma=1.0), [1 / 3, 1 / 3, 1 / 3], 3.5),
+    "power-0": ("power", {"gamma": 0.0}, [4 / 3, 1 / 3, 1 / 12], 2.0),
+    "power-1": ("power", {"gamma": 1.0}, [1 / 3, 1 / 3, 1 / 3], 3.5),
     # γ = −1: F = 3 / (2 + 1/2 + 1/8) = 8/7, dF/dL_i = (1/3) L_i^(−2) (8/7)²
-    "power--1": ("power", WeightingOptions(gamma=-1.0), [256 / 147, 16 / 147, 1 / 147], 8 / 7),
+    "power--1": ("power", {"gamma": -1.0}, [256 / 147, 16 / 147, 1 / 147], 8 / 7),
     # γ = 2: F = √((1/4 + 4 + 64)/3) = √22.75, dF/dL_i = L_i / (3 F)
     "power-2": (
-        "power", WeightingOptions(gamma=2.0), [0.5 / (3 * math.sqrt(22.75)), 2 / (3 * math.sqrt(22.75)),
+        "power", {"gamma": 2.0}, [0.5 / (3 * math.sqrt(22.75)), 2 / (3 * math.sqrt(22.75)),
                                                8 / (3 * math.sqrt(22.75))], math.sqrt(22.75),
     ),
     # Learned strategies in their initial state: s = 0, w = 1, ξ = 0, fewer than two DWA windows.
-    "uncertainty": ("uncertainty", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
-    "gradnorm": ("gradnorm", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
-    "dwa": ("dwa", WeightingOptions(), [1.0, 1.0, 1.0], 10.5),
+    "uncertainty": ("uncertainty", {}, [1.0, 1.0, 1.0], 10.5),
+    "gradnorm": ("gradnorm", {}, [1.0, 1.0, 1.0], 10.5),
+    "dwa": ("dwa", {}, [1.0, 1.0, 1.0], 10.5),
     # The first draw of np.random.default_rng(0), in alphabetical task order (mnli, sst2, stsb).
     "rlw": (
-        "rlw", WeightingOptions(), np.exp(RLW_Z) / np.exp(RLW_Z).sum(),
+        "rlw", {}, np.exp(RLW_Z) / np.exp(RLW_Z).sum(),
         float(np.exp(RLW_Z) @ FIXED_LOSSES / np.exp(RLW_Z).sum()),
     ),
     # ξ = 0: z = 1/3, c = (2 + 1/2 + 1/8)/3 = 7/8, dF/dL_i = (1/L_i) / Σ_j (1/L_j), F = (1/3) log 8 / c
-    "famo": ("famo", WeightingOptions(), [16 / 21, 4 / 21, 1 / 21], 8 * LN2 / 7),
+    "famo": ("famo", {}, [16 / 21, 4 / 21, 1 / 21], 8 * LN2 / 7),
 }
 
 
@@ -198,8 +206,8 @@ def test_every_registered_strategy_pins_exact_values() -> None:
 
 @pytest.mark.parametrize("case", list(EXACT_CASES), ids=list(EXACT_CASES))
 def test_exact_values(case: str) -> None:
-    name, options, expected_weights, expected_objective = EXACT_CASES[case]
-    weighting = make(name, options)
+    name, hparams, expected_weights, expected_objective = EXACT_CASES[case]
+    weighting = make(name, hparams)
     np.testing.assert_allclose(weighting.weights(FIXED_LOSSES), expected_weights, rtol=1e-12)
     objective = weighting.objective(torch.tensor(FIXED_LOSSES, dtype=torch.float64)).item()
     assert objective == pytest.approx(expected_objective, rel=1e-12)
@@ -229,8 +237,7 @@ def _combined_gradient(name: str, scale: float) -> torch.Tensor:
     _, init_cls, init_reg = _tiny_model_losses(seed=1)  # "first batches", measured before the update
     params, cls_loss, reg_loss = _tiny_model_losses(seed=2)
     losses = [cls_loss, scale * reg_loss]
-    weighting = build_weighting(name, [SST2, STSB], label_stats=LABEL_STATS,
-                                options=WeightingOptions(init_losses="estimated"))
+    weighting = build_weighting(name, [SST2, STSB], label_stats=LABEL_STATS, hparams=ESTIMATED)
     if weighting.needs_initial_losses:
         weighting.set_initial_losses([init_cls.item(), scale * init_reg.item()])
     weights = weighting.weights([loss.item() for loss in losses])
@@ -255,7 +262,7 @@ def test_scale_check_detects_a_scale_dependent_strategy() -> None:
 
 
 def test_realtime_and_geometric_give_identical_weights() -> None:
-    realtime, geometric = make("realtime", WeightingOptions()), make("geometric", WeightingOptions())
+    realtime, geometric = make("realtime", {}), make("geometric", {})
     for losses in random_losses():
         np.testing.assert_array_equal(realtime.weights(losses), geometric.weights(losses))
 
@@ -304,7 +311,7 @@ def test_prior_is_label_variance_for_regression() -> None:
 
 
 def _power(gamma: float, tasks: Sequence[TaskSpec] = TASKS) -> Weighting:
-    return build_weighting("power", tasks, options=WeightingOptions(gamma=gamma))
+    return build_weighting("power", tasks, hparams={"gamma": gamma})
 
 
 def _power_mean(gamma: float, losses: Sequence[float]) -> float:
@@ -312,14 +319,14 @@ def _power_mean(gamma: float, losses: Sequence[float]) -> float:
 
 
 def test_power_at_gamma_one_is_equal() -> None:
-    equal = make("equal", WeightingOptions())
+    equal = make("equal", {})
     for losses in random_losses():
         np.testing.assert_allclose(_power(1.0).weights(losses), equal.weights(losses), rtol=1e-12)
         assert _power_mean(1.0, losses) == pytest.approx(float(np.mean(losses)), rel=1e-12)
 
 
 def test_power_at_gamma_zero_is_proportional_to_geometric() -> None:
-    geometric = make("geometric", WeightingOptions())
+    geometric = make("geometric", {})
     for losses in random_losses():
         ratio = _power(0.0).weights(losses) / geometric.weights(losses)
         np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
@@ -359,20 +366,19 @@ def test_power_at_large_gamma_approaches_max_or_min(gamma: float, pick: Callable
 
 
 def test_static_zero_weight_drops_the_task_from_the_update() -> None:
-    weighting = build_weighting("static", TASKS, options=WeightingOptions(task_weights={**TASK_WEIGHTS, "mnli": 0}))
+    weighting = build_weighting("static", TASKS, hparams={"task_weights": {**TASK_WEIGHTS, "mnli": 0}})
     assert weighting.task_log_factor(1, 2.0) == -math.inf
     np.testing.assert_array_equal(weighting.weights(FIXED_LOSSES), [1.0, 0.0, 2.0])
 
 
 def test_log_based_strategies_clamp_tiny_losses() -> None:
-    weighting = make("realtime", WeightingOptions(loss_epsilon=1e-6))
+    weighting = WEIGHTINGS["realtime"](TASKS, loss_epsilon=1e-6)
     np.testing.assert_allclose(weighting.weights([0.0, 1e-9, 2.0]), [1e6, 1e6, 0.5])
     assert weighting.num_clamped == 2
 
 
 def test_init_estimated_waits_for_measured_losses() -> None:
-    weighting = build_weighting("init", TASKS, label_stats=LABEL_STATS,
-                                options=WeightingOptions(init_losses="estimated"))
+    weighting = build_weighting("init", TASKS, label_stats=LABEL_STATS, hparams=ESTIMATED)
     assert weighting.needs_initial_losses
     assert weighting.hparams() == {"init_losses": "estimated", "initial_losses": None}
     weighting.set_initial_losses([0.25, 4.0, 10.0])
@@ -418,7 +424,7 @@ def test_unknown_name_lists_the_valid_ones() -> None:
 
 @pytest.mark.parametrize("gamma", [math.nan, math.inf, -math.inf, "abc", None])
 def test_power_rejects_a_non_finite_gamma(gamma: object) -> None:
-    with pytest.raises(ValueError, match=rf"--gamma .*got {re.escape(repr(gamma))}"):
+    with pytest.raises(ValueError, match=rf"--gamma {re.escape(str(gamma))} is not finite; .*--gamma 0\.5"):
         _power(gamma)  # type: ignore[arg-type]
 
 
@@ -437,7 +443,7 @@ def test_power_rejects_a_non_finite_gamma(gamma: object) -> None:
 )
 def test_static_rejects_bad_task_weights(task_weights: dict | None, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        build_weighting("static", TASKS, options=WeightingOptions(task_weights=task_weights))
+        build_weighting("static", TASKS, hparams={"task_weights": task_weights})
 
 
 @pytest.mark.parametrize(
@@ -460,38 +466,38 @@ def test_missing_label_statistics_name_the_task(name: str, task: TaskSpec) -> No
 
 def test_init_theoretical_rejects_all_zero_regression_labels() -> None:
     stats = {"stsb": LabelStatistics(num_rows=2, mean=0.0, variance=0.0, mean_square=0.0)}
-    with pytest.raises(ValueError, match=r"task 'stsb' .*E\[y²\].*--init_losses estimated"):
+    with pytest.raises(ValueError, match=r"task 'stsb' .*E\[y²\].*--init_estimate_batches N"):
         build_weighting("init", [STSB], label_stats=stats)
 
 
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS if WEIGHTINGS[n].log_based])
 def test_log_based_strategies_reject_a_negative_loss(name: str) -> None:
-    weighting = make(name, next(iter(STRATEGY_OPTIONS.get(name, {"": WeightingOptions()}).values())))
+    weighting = make(name, next(iter(STRATEGY_HPARAMS.get(name, {"": {}}).values())))
     with pytest.raises(ValueError, match=r"task 'mnli' has a negative loss -0\.5"):
         weighting.weights([1.0, -0.5, 1.0])
 
 
 @pytest.mark.parametrize("name", ["equal", "static"])
 def test_linear_strategies_accept_a_negative_loss(name: str) -> None:
-    weighting = make(name, WeightingOptions(task_weights=TASK_WEIGHTS))
+    weighting = make(name, {"task_weights": TASK_WEIGHTS})
     assert np.all(np.isfinite(weighting.weights([1.0, -0.5, 1.0])))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
-def test_every_strategy_rejects_a_non_finite_loss(variant: tuple[str, WeightingOptions], bad: float) -> None:
+def test_every_strategy_rejects_a_non_finite_loss(variant: tuple[str, dict[str, Any]], bad: float) -> None:
     weighting = make(*variant)
     with pytest.raises(FloatingPointError, match=r"task 'stsb' has a non-finite loss"):
         weighting.weights([1.0, 1.0, bad])
 
 
 @pytest.mark.parametrize("epsilon", [0.0, -1e-8, math.nan])
-def test_options_reject_a_non_positive_loss_epsilon(epsilon: float) -> None:
+def test_constructor_rejects_a_non_positive_loss_epsilon(epsilon: float) -> None:
     with pytest.raises(ValueError, match="loss_epsilon"):
-        WeightingOptions(loss_epsilon=epsilon)
+        WEIGHTINGS["realtime"](TASKS, loss_epsilon=epsilon)
 
 
 def test_init_estimated_used_before_it_is_set() -> None:
-    weighting = build_weighting("init", TASKS, options=WeightingOptions(init_losses="estimated"))
+    weighting = build_weighting("init", TASKS, hparams=ESTIMATED)
     with pytest.raises(RuntimeError, match="set_initial_losses"):
         weighting.weights(FIXED_LOSSES)
     with pytest.raises(RuntimeError, match="set_initial_losses"):
@@ -507,23 +513,182 @@ def test_init_estimated_used_before_it_is_set() -> None:
     ],
 )
 def test_init_rejects_bad_measured_losses(losses: list[float], match: str) -> None:
-    weighting = build_weighting("init", TASKS, options=WeightingOptions(init_losses="estimated"))
+    weighting = build_weighting("init", TASKS, hparams=ESTIMATED)
     with pytest.raises(ValueError, match=match):
         weighting.set_initial_losses(losses)
 
 
 def test_init_theoretical_does_not_take_measured_losses() -> None:
-    with pytest.raises(ValueError, match="--init_losses estimated"):
-        make("init", WeightingOptions()).set_initial_losses([1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="--init_estimate_batches N"):
+        make("init", {}).set_initial_losses([1.0, 1.0, 1.0])
 
 
-def test_init_rejects_an_unknown_mode() -> None:
-    with pytest.raises(ValueError, match=r"init_losses='measured' is not supported"):
-        build_weighting("init", TASKS, options=WeightingOptions(init_losses="measured"))  # type: ignore[arg-type]
+@pytest.mark.parametrize("batches", [-1, 1.5, "two"])
+def test_init_rejects_a_bad_number_of_estimate_batches(batches: object) -> None:
+    with pytest.raises(ValueError, match=rf"--init_estimate_batches must be a whole number >= 0 .*got {re.escape(repr(batches))}"):
+        build_weighting("init", TASKS, hparams={"init_estimate_batches": batches})
 
 
 def test_loading_a_checkpoint_of_other_tasks_fails() -> None:
-    state = make("init", WeightingOptions(init_losses="estimated")).state_dict()
-    other = build_weighting("init", [SST2, MNLI], options=WeightingOptions(init_losses="estimated"))
+    state = make("init", ESTIMATED).state_dict()
+    other = build_weighting("init", [SST2, MNLI], hparams=ESTIMATED)
     with pytest.raises(ValueError, match="same --tasks"):
         other.load_state_dict(state)
+
+
+# Hyperparameters: declared by each strategy, derived into flags by the registry -----------------------
+
+#: Flags a strategy cannot run without (its defaults are refused on purpose).
+REQUIRED_HPARAMS: dict[str, dict[str, Any]] = {"static": {"task_weights": "sst2=1,mnli=0.5,stsb=2"}}
+
+
+def _arguments(**values: Any) -> MultiTaskTrainingArguments:
+    return MultiTaskTrainingArguments(output_dir="unused", report_to="none", **values)
+
+
+def test_required_hparams_name_exactly_the_strategies_without_usable_defaults() -> None:
+    unusable = set()
+    for name, cls in WEIGHTINGS.items():
+        try:
+            cls.Config()
+        except ValueError:
+            unusable.add(name)
+    assert unusable == set(REQUIRED_HPARAMS)
+
+
+@pytest.mark.parametrize("name", list(WEIGHTINGS))
+def test_declared_hparams_are_training_arguments_with_the_same_default(name: str) -> None:
+    cls = WEIGHTINGS[name]
+    arg_fields = {f.name: f for f in dataclasses.fields(MultiTaskTrainingArguments)}
+    for declared in dataclasses.fields(cls.Config):
+        assert declared.name in arg_fields, f"--{declared.name} of {name} is not a training argument"
+        assert arg_fields[declared.name].default == declared.default
+        assert arg_fields[declared.name].metadata["help"] == declared.metadata["help"]
+        assert arg_fields[declared.name].metadata.get("choices") == declared.metadata.get("choices")
+        assert name in hparam_flags()[declared.name].strategies
+    args = _arguments(weighting=name, seed=11, **REQUIRED_HPARAMS.get(name, {}))
+    weighting = build_weighting(name, TASKS, LABEL_STATS, args.weighting_hparams(), seed=args.seed)
+    assert isinstance(weighting, cls) and isinstance(weighting.config, cls.Config)
+    assert [f.name for f in dataclasses.fields(weighting.config)] == [f.name for f in dataclasses.fields(cls.Config)]
+    if cls.randomised:
+        assert weighting.seed == 11  # type: ignore[attr-defined]
+
+
+def test_the_flags_are_the_union_of_the_declarations() -> None:
+    declared = {f.name for cls in WEIGHTINGS.values() for f in dataclasses.fields(cls.Config)}
+    assert set(hparam_flags()) == declared
+    assert set(_arguments().weighting_hparams()) == declared
+    assert hparam_flags()["weighting_lr"].strategies == ("uncertainty", "gradnorm", "famo")
+    assert hparam_flags()["norm_scope"].choices == ("all", "shared")
+
+
+def test_build_rejects_hparams_no_strategy_declares() -> None:
+    with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) gama, seed; the strategy flags are: .*gamma"):
+        build_weighting("power", TASKS, hparams={"gama": 2.0, "seed": 1})
+
+
+def test_each_part_of_a_composition_takes_its_own_hparams() -> None:
+    hparams = {**_arguments().weighting_hparams(), "gamma": 2.0, "norm_scale": "max", "cagrad_c": 0.1}
+    composed = build_weighting("power+grad_normalize", TASKS, hparams=hparams)
+    assert composed.hparams() == {"loss": {"name": "power", "gamma": 2.0},
+                                  "gradient": {"name": "grad_normalize", "norm_scope": "all", "norm_scale": "max"}}
+    assert build_weighting("rlw+pcgrad", TASKS, seed=4).hparams() == {
+        "loss": {"name": "rlw", "seed": 4}, "gradient": {"name": "pcgrad", "seed": 4, "reduction": "sum"}}
+
+
+def test_registration_refuses_a_flag_declared_twice_differently() -> None:
+    class OtherGamma(Weighting):
+        name = "other_gamma"
+        description = "declares --gamma with another default"
+
+        @dataclass
+        class Config(WeightingConfig):
+            gamma: float = field(default=1.0, metadata={"help": "another gamma"})
+
+    class Helpless(Weighting):
+        name = "helpless"
+        description = "a flag without help"
+
+        @dataclass
+        class Config(WeightingConfig):
+            strength: float = 1.0
+
+    with pytest.raises(ValueError, match=r"'other_gamma' declares --gamma as .* = 1\.0, but it is already declared as .* = 0\.5 by power"):
+        register(OtherGamma)
+    with pytest.raises(TypeError, match=r"Helpless\.Config\.strength: .*help"):
+        register(Helpless)
+    assert "other_gamma" not in WEIGHTINGS and "helpless" not in WEIGHTINGS
+
+    class SameGamma(Weighting):  # the same declaration is one shared flag
+        name = "same_gamma"
+        description = "declares --gamma exactly as power does"
+        Config = WEIGHTINGS["power"].Config
+
+    try:
+        register(SameGamma)
+        assert hparam_flags()["gamma"].strategies == ("power", "same_gamma")
+    finally:
+        WEIGHTINGS.pop("same_gamma", None)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"weighting": "power", "gamma": math.inf}, r"--gamma inf is not finite"),
+        ({"weighting": "cagrad", "cagrad_c": -0.1}, r"--cagrad_c must be a finite number >= 0 .*got -0\.1"),
+        ({"weighting": "geometric+db_mtl", "db_beta": 1.0}, r"--db_beta must be in \[0, 1\) .*got 1\.0"),
+        ({"weighting": "static"}, r"--weighting static needs one weight per task; pass e\.g\. --task_weights"),
+        ({"weighting": "static", "task_weights": "sst2=1,stsb"}, r"--task_weights: cannot read 'stsb'"),
+        ({"weighting": "dwa", "dwa_window": 0}, r"--dwa_window must be a whole number .*got 0"),
+        ({"weighting": "grad_normalize", "norm_scope": "heads"}, r"--norm_scope 'heads' is not one of: all, shared"),
+        ({"weighting": "init", "init_estimate_batches": -1}, r"--init_estimate_batches must be .*got -1"),
+    ],
+)
+def test_arguments_validate_the_chosen_strategys_hparams_by_flag(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _arguments(**values)
+
+
+def test_command_line_parses_the_derived_flags() -> None:
+    from hf_mtl.arguments import parse_train_args
+
+    _, _, args = parse_train_args(["--output_dir", "unused", "--tasks", "sst2", "--weighting", "grad_normalize",
+                                   "--norm_scope", "shared", "--norm_scale", "max", "--weighting_lr", "0.1"])
+    assert (args.norm_scope, args.norm_scale, args.weighting_lr) == ("shared", "max", 0.1)
+    with pytest.raises(SystemExit):
+        parse_train_args(["--output_dir", "unused", "--norm_scope", "heads"])
+    with pytest.raises(ValueError, match="--gamma inf is not finite"):
+        parse_train_args(["--output_dir", "unused", "--weighting", "power", "--gamma", "inf"])
+
+
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ({"weighting": "geometric", "gamma": 2.0}, ["--gamma is not used by --weighting geometric; it is used by: power."]),
+        ({"weighting": "equal", "task_weights": "sst2=1"},
+         ["--task_weights is not used by --weighting equal; it is used by: static."]),
+        ({"weighting": "pcgrad", "weighting_lr": 0.1, "cagrad_c": 0.4},
+         ["--weighting_lr is not used by --weighting pcgrad; it is used by: uncertainty, gradnorm, famo."]),
+        ({"weighting": "power", "gamma": 2.0}, []),
+        ({"weighting": "geometric+grad_normalize", "norm_scale": "max"}, []),
+        ({"weighting": "famo", "weighting_lr": 0.1, "famo_weight_decay": 0.0}, []),
+    ],
+)
+def test_a_flag_the_chosen_strategy_ignores_warns(values: dict[str, Any], expected: list[str],
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="hf_mtl.training_args"):
+        _arguments(**values)
+    assert [r.getMessage() for r in caplog.records if "is not used by" in r.getMessage()] == expected
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"weighting": "equal", "task_weights": "sst2:1"}, r"--task_weights: cannot read 'sst2:1'"),
+        ({"weighting": "geometric", "gamma": math.nan}, r"--gamma nan is not finite"),
+        ({"weighting": "pcgrad", "norm_scale": "huge"}, r"--norm_scale 'huge' is not one of"),
+    ],
+)
+def test_a_malformed_flag_is_an_error_even_when_the_strategy_ignores_it(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _arguments(**values)

@@ -1,17 +1,24 @@
 """How the task losses are balanced: the registry and one module per strategy.
 
 `--weighting NAME` picks a class from `WEIGHTINGS`; `build_weighting` instantiates it. Importing this
-package registers every strategy below (in this order, which `hf-mtl weightings` lists).
+package registers every strategy below (in this order, which `hf-mtl weightings` lists). Each strategy
+declares its own hyperparameters (a nested `Config`, see `WeightingConfig`); the registry derives the
+`hf-mtl train` flags from them (`hparam_flags`, `hparams_dataclass`).
 """
 
-from .base import AggregatorWeighting, GradientWeighting, Weighting, WeightingOptions
+from .base import AggregatorWeighting, GradientWeighting, Weighting, WeightingConfig
 from .registry import (
     WEIGHTINGS,
+    HparamFlag,
     build_weighting,
+    check_weighting,
     describe_weightings,
     get_weighting_class,
+    hparam_flags,
+    hparams_dataclass,
     register,
     validate_weighting_name,
+    weighting_classes,
 )
 
 # Strategy modules register themselves on import; the order here is the registry order, so keep
@@ -42,34 +49,39 @@ from .db_mtl import DBMTLWeighting
 
 __all__ = [
     "WEIGHTINGS",
-    "EqualWeighting",
     "AggregatorWeighting",
-    "GeometricWeighting",
-    "GradNormalizeWeighting",
-    "GradientWeighting",
-    "InitWeighting",
-    "PowerWeighting",
-    "PriorWeighting",
-    "RealtimeWeighting",
-    "StaticWeighting",
-    "Weighting",
-    "WeightingOptions",
-    "build_weighting",
-    "describe_weightings",
-    "get_weighting_class",
-    "register",
-    "validate_weighting_name",
     "AlignedMTLWeighting",
     "CAGradWeighting",
-    "DynamicWeightAverage",
-    "FAMOWeighting",
-    "GradNormWeighting",
-    "RandomWeighting",
-    "UncertaintyWeighting",
     "DBMTLWeighting",
+    "DynamicWeightAverage",
+    "EqualWeighting",
+    "FAMOWeighting",
+    "GeometricWeighting",
+    "GradNormWeighting",
+    "GradNormalizeWeighting",
+    "GradientWeighting",
+    "HparamFlag",
     "IMTLGWeighting",
+    "InitWeighting",
     "MGDAWeighting",
     "NashMTLWeighting",
     "PCGradWeighting",
+    "PowerWeighting",
+    "PriorWeighting",
+    "RandomWeighting",
+    "RealtimeWeighting",
+    "StaticWeighting",
     "UPGradWeighting",
+    "UncertaintyWeighting",
+    "Weighting",
+    "WeightingConfig",
+    "build_weighting",
+    "check_weighting",
+    "describe_weightings",
+    "get_weighting_class",
+    "hparam_flags",
+    "hparams_dataclass",
+    "register",
+    "validate_weighting_name",
+    "weighting_classes",
 ]

@@ -20,8 +20,8 @@ have no meaning for it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -32,58 +32,46 @@ from ..tasks import TaskSpec
 
 
 @dataclass
-class WeightingOptions:
-    """Hyperparameters a strategy may read; each strategy documents the ones it uses.
+class WeightingConfig:
+    """The hyperparameters of one strategy: the base of every strategy's nested `Config` dataclass.
 
-    Args:
-        gamma: exponent of the `power` mean (1 = arithmetic, 0 = geometric, +inf = max, -inf = min).
-        task_weights: `static` weights, by task name.
-        init_losses: where `init` takes L_i(init) from: `"theoretical"` (the loss of an uninformed
-            model: log C for C classes, E[y²] for regression) or `"estimated"` (the mean loss of the
-            first `init_estimate_batches` batches, measured before any update).
-        loss_epsilon: losses below it are clamped to it before a log or a division.
-        norm_scope: for gradient-level strategies, the parameters a task's gradient norm is taken
-            over: `"all"` it touches (encoder and its head) or `"shared"` (encoder only; each head then
-            receives its task's raw gradient).
-        norm_scale: the scale of a normalised combination: `"unit"` (Σ g_i/‖g_i‖), `"max"` (times
-            max_i ‖g_i‖, as DB-MTL) or `"mean"` (times the mean ‖g_i‖).
-        weighting_lr: learning rate of a strategy's own parameters (uncertainty, GradNorm, FAMO);
-            None = 0.025.
-        gradnorm_alpha: GradNorm's restoring-force exponent α.
-        dwa_temperature, dwa_window: DWA's temperature T and its loss-averaging window in steps.
-        famo_weight_decay: FAMO's decay of its logits.
-        cagrad_c: CAGrad's conflict-aversion radius c.
-        db_beta: DB-MTL's moving-average coefficient β.
-        seed: seed of randomised strategies (RLW's weights, PCGrad's task orders); the trainer passes
-            its own seed, so every rank draws the same.
+    Each strategy declares its own knobs in its own file, as fields of a nested dataclass named `Config`
+    that subclasses this one (or the `Config` of the class it extends); a strategy without knobs keeps
+    this empty one. Every field is a `hf-mtl train` flag of the same name (and a key of a config file):
+    the registry derives the flags from these declarations and `MultiTaskTrainingArguments` takes them as
+    its fields. A field needs a default and `metadata={"help": ...}`, and may give `"choices"`; the
+    values are checked once, in `__post_init__` (choices here, ranges in the subclass, which calls
+    `super().__post_init__()`), with a ValueError that names the flag, the value and the fix.
+    A flag declared by several strategies (`weighting_lr`) must have the same type and default in each.
     """
 
-    gamma: float = 0.5
-    task_weights: Mapping[str, float] | None = None
-    init_losses: Literal["theoretical", "estimated"] = "theoretical"
-    loss_epsilon: float = 1e-8
-    norm_scope: Literal["all", "shared"] = "all"
-    norm_scale: Literal["unit", "max", "mean"] = "unit"
-    weighting_lr: float | None = None
-    gradnorm_alpha: float = 1.5
-    dwa_temperature: float = 2.0
-    dwa_window: int = 50
-    famo_weight_decay: float = 0.001
-    cagrad_c: float = 0.4
-    db_beta: float = 0.9
-    seed: int = 0
-
     def __post_init__(self) -> None:
-        # With epsilon <= 0 a zero loss would pass the clamp and fail later as a bare "math domain error".
-        if not (math.isfinite(self.loss_epsilon) and self.loss_epsilon > 0):
-            raise ValueError(
-                f"WeightingOptions: loss_epsilon={self.loss_epsilon!r} must be a small positive number (default 1e-8): "
-                "log-based weightings clamp losses to it before a log or a division."
-            )
-        if self.norm_scope not in ("all", "shared"):
-            raise ValueError(f"--norm_scope {self.norm_scope!r} is not one of: all, shared.")
-        if self.norm_scale not in ("unit", "max", "mean"):
-            raise ValueError(f"--norm_scale {self.norm_scale!r} is not one of: unit, max, mean.")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ValueError(f"--{f.name} {getattr(self, f.name)!r} is not one of: {', '.join(choices)}.")
+
+
+def check_number(flag: str, value: Any, valid: Callable[[float], bool], requirement: str) -> float:
+    """`value` as a float if it is a finite number for which `valid` holds, else a ValueError naming
+    `--flag`, the value and `requirement` (what it must be, with the default or an example)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and valid(number)):
+        raise ValueError(f"--{flag} must be {requirement}, got {value!r}.")
+    return number
+
+
+def check_seed(name: str, seed: Any) -> int:
+    """The seed of a randomised strategy as an int, or a ValueError naming `--seed`."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(
+            f"weighting {name!r}: --seed must be a whole number >= 0 (it seeds the strategy's random draws), "
+            f"got {seed!r}; pass e.g. --seed 42."
+        )
+    return int(seed)
 
 
 class Weighting:
@@ -91,8 +79,9 @@ class Weighting:
 
     Subclasses set `name`, `description` (one line, shown by `hf-mtl weightings`), `log_based` (True
     when the strategy needs positive losses) and implement `task_log_factor`, `common_log_factor`
-    and `objective`. Any state that changes during training lives in attributes listed by
-    `state_dict()` so that checkpoints restore it.
+    and `objective`. Their hyperparameters are the fields of a nested `Config` dataclass (see
+    `WeightingConfig`), read from `self.config`. Any state that changes during training lives in
+    attributes listed by `state_dict()` so that checkpoints restore it.
     """
 
     name: ClassVar[str] = ""
@@ -102,17 +91,40 @@ class Weighting:
     #: step) or `"aggregator"` (all K task gradients at once; the K × P matrix step).
     kind: ClassVar[Literal["loss", "gradient", "aggregator"]] = "loss"
     log_based: ClassVar[bool] = False
+    #: This strategy's own hyperparameters (flags); the empty base for a strategy without knobs.
+    Config: ClassVar[type[WeightingConfig]] = WeightingConfig
+    #: True for a strategy that draws random numbers: its constructor takes `seed` (keyword), which
+    #: `build_weighting` passes (the trainer's --seed, so every rank draws the same).
+    randomised: ClassVar[bool] = False
 
     def __init__(
         self,
         tasks: Sequence[TaskSpec],
         label_stats: Mapping[str, LabelStatistics] | None = None,
-        options: WeightingOptions | None = None,
+        config: WeightingConfig | None = None,
+        *,
+        loss_epsilon: float = 1e-8,
     ) -> None:
+        """`config` is an instance of this class's `Config` (None: the defaults); `loss_epsilon` the
+        clamp of log and ratio strategies (losses below it are raised to it)."""
         self.tasks = list(tasks)
         self.task_names = [t.name for t in self.tasks]
         self.label_stats = dict(label_stats or {})
-        self.options = options or WeightingOptions()
+        if config is None:
+            config = type(self).Config()
+        elif not isinstance(config, type(self).Config):
+            raise TypeError(
+                f"weighting {self.name or type(self).__name__!r}: config must be a {type(self).__qualname__}.Config, "
+                f"got {type(config).__qualname__}; build_weighting(name, tasks, hparams={{flag: value}}) makes it."
+            )
+        self.config = config
+        # With epsilon <= 0 a zero loss would pass the clamp and fail later as a bare "math domain error".
+        if not (math.isfinite(loss_epsilon) and loss_epsilon > 0):
+            raise ValueError(
+                f"weighting {self.name!r}: loss_epsilon={loss_epsilon!r} must be a small positive number (default 1e-8): "
+                "log-based weightings clamp losses to it before a log or a division."
+            )
+        self.loss_epsilon = float(loss_epsilon)
         self.num_clamped = 0
 
     @property
@@ -122,7 +134,7 @@ class Weighting:
     @property
     def needs_initial_losses(self) -> bool:
         """True when the trainer must measure the mean loss of the first batches before training
-        (`init` with `init_losses="estimated"`) and hand it to `set_initial_losses`."""
+        (`init` with `--init_estimate_batches N`, N > 0) and hand it to `set_initial_losses`."""
         return False
 
     def set_initial_losses(self, losses: Sequence[float]) -> None:
@@ -143,9 +155,9 @@ class Weighting:
                 "strategy takes logs or ratios of losses and needs them positive. Use a non-negative loss "
                 "(cross-entropy, squared error) or a weighting that is not log-based (equal, static)."
             )
-        if loss < self.options.loss_epsilon:
+        if loss < self.loss_epsilon:
             self.num_clamped += 1
-            return self.options.loss_epsilon
+            return self.loss_epsilon
         return loss
 
     # The factored gradient --------------------------------------------------------------------
@@ -216,17 +228,17 @@ class GradientWeighting(Weighting):
     """Base class of gradient-level strategies: task i's factor comes from its own global gradient g_i.
 
     The trainer runs task i's backward passes into a clean `.grad`, reduces them across ranks, takes
-    the norm ‖g_i‖ over `options.norm_scope`, asks `gradient_log_factor(i, ‖g_i‖)` and adds the scaled
+    the norm ‖g_i‖ over `norm_scope`, asks `gradient_log_factor(i, ‖g_i‖)` and adds the scaled
     gradient to the running sum (one extra parameter-sized buffer, no K × P matrix, no retained graph).
     `gradient_common_log_factor(norms)` scales the sum at the end. A factor of −inf drops the task for
     this step (a zero or non-finite gradient).
     """
 
     kind = "gradient"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.norm_scope = self.options.norm_scope
+    #: The parameters the engine takes a task's gradient norm over: `"all"` it touches (encoder and its
+    #: head) or `"shared"` (encoder only; each head then gets its task's raw gradient). The engine reads
+    #: it; `grad_normalize` sets it from --norm_scope, the others keep "all".
+    norm_scope: str = "all"
 
     def gradient_log_factor(self, i: int, grad_norm: float) -> float:
         """log of the multiplier of task i's gradient, from its global norm over `norm_scope`."""

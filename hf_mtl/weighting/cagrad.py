@@ -12,7 +12,7 @@ entries: g_wᵀg_0 = wᵀG1/K, ‖g_w‖² = wᵀGw), and the update is
     d = g_0 + λ g_w,   λ = c‖g_0‖ / ‖g_w‖,   i.e. weights 1/K + λw.
 
 c = 0 gives the mean gradient; larger c moves toward MGDA-like conflict avoidance. Default c = 0.4
-(option `cagrad_c`; the paper uses 0.4 on NYUv2 and 0.5 elsewhere). Conventions: no final rescaling,
+(flag `--cagrad_c`; the paper uses 0.4 on NYUv2 and 0.5 elsewhere). Conventions: no final rescaling,
 as in the paper's Algorithm 1 and torchjd's `CAGrad` (the authors' code divides d by 1 + c² by
 default); if the dual optimum has g_w = 0 (0 is in the convex hull and no direction helps every task;
 numerically ‖g_w‖ < 1e-4·‖J‖_F, torchjd's threshold) the update is g_0, as in the authors' code
@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 
+from .base import WeightingConfig, check_number
 from .gram import GramAggregator, min_norm_weights
 from .registry import register
 
@@ -78,11 +80,20 @@ class CAGradWeighting(GramAggregator):
     name = "cagrad"
     description = "CAGrad (Liu et al. 2021): best worst-task improvement within c·‖g_0‖ of the mean gradient (--cagrad_c)"
 
+    @dataclass
+    class Config(WeightingConfig):
+        cagrad_c: float = field(default=0.4, metadata={"help": "cagrad: conflict-aversion radius c."})
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.cagrad_c = check_number("cagrad_c", self.cagrad_c, lambda v: v >= 0,
+                                         "a finite number >= 0 (default 0.4; 0 = the mean gradient)")
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.c = float(getattr(self.options, "cagrad_c", 0.4))
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise ValueError(f"cagrad: cagrad_c={self.c!r} must be a finite number >= 0 (default 0.4; 0 = the mean gradient).")
+        self.c = self.config.cagrad_c
 
     def gram_weights(self, gram: np.ndarray, losses: Sequence[float]) -> np.ndarray:
         return cagrad_weights(gram, self.c)

@@ -8,7 +8,8 @@ PCGrad on prior-normalised losses.
 
 Which pairs make sense: A must be loss-level and B gradient-level. Two loss-level strategies are one
 objective of another (write it as one strategy); a gradient-level strategy first would leave nothing
-for the second to see but an already combined gradient. Those pairs are rejected with this reason.
+for the second to see but an already combined gradient. Those pairs are rejected with this reason
+(`registry.weighting_classes`). Each part takes its own hyperparameters (`build_weighting`).
 Note that `unit`-scaled `grad_normalize` is invariant to A (each g_i is divided by its own norm): A
 only changes its `max`/`mean` scale there, while aggregators such as PCGrad or MGDA see w_i·g_i.
 """
@@ -85,7 +86,7 @@ class ComposedNormalizer(_Composed, GradientWeighting):
     description = "loss transform followed by a per-task gradient normaliser"
 
     def __init__(self, loss_part: Weighting, gradient_part: GradientWeighting) -> None:
-        GradientWeighting.__init__(self, loss_part.tasks, loss_part.label_stats, gradient_part.options)
+        GradientWeighting.__init__(self, loss_part.tasks, loss_part.label_stats, loss_epsilon=loss_part.loss_epsilon)
         self._bind(loss_part, gradient_part)
 
     def gradient_log_factor(self, i: int, grad_norm: float) -> float:
@@ -102,7 +103,7 @@ class ComposedAggregator(_Composed, AggregatorWeighting):
     description = "loss transform followed by a gradient aggregator"
 
     def __init__(self, loss_part: Weighting, gradient_part: AggregatorWeighting) -> None:
-        AggregatorWeighting.__init__(self, loss_part.tasks, loss_part.label_stats, gradient_part.options)
+        AggregatorWeighting.__init__(self, loss_part.tasks, loss_part.label_stats, loss_epsilon=loss_part.loss_epsilon)
         self._bind(loss_part, gradient_part)
 
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
@@ -116,17 +117,14 @@ class ComposedAggregator(_Composed, AggregatorWeighting):
 
 
 def compose(loss_part: Weighting, gradient_part: Weighting) -> GradientWeighting:
-    """`loss_part+gradient_part`, or a ValueError saying why the pair makes no sense."""
-    pair = f"{loss_part.name}+{gradient_part.name}"
-    if not isinstance(gradient_part, GradientWeighting):
-        raise ValueError(
-            f"--weighting {pair}: the part after '+' must be gradient-level, and {gradient_part.name!r} is loss-level. "
-            "Two loss-level strategies make one objective: pick one (e.g. --weighting geometric)."
-        )
-    if isinstance(loss_part, GradientWeighting):
-        raise ValueError(
-            f"--weighting {pair}: the part before '+' must be a loss transform, and {loss_part.name!r} is gradient-level; "
-            f"write it as LOSS+GRADIENT, e.g. geometric+{gradient_part.name}."
+    """`loss_part+gradient_part`. Which pairs make sense is checked once, from the name, by
+    `registry.weighting_classes` (what `build_weighting("A+B", ...)` calls); here a wrong pair is a
+    programming error."""
+    if loss_part.kind != "loss" or not isinstance(gradient_part, GradientWeighting):
+        raise TypeError(
+            f"compose({loss_part.name}, {gradient_part.name}): needs a loss-level then a gradient-level strategy, "
+            f"got {loss_part.kind}+{gradient_part.kind}; build_weighting('{loss_part.name}+{gradient_part.name}', ...) "
+            "says why the pair makes no sense."
         )
     if isinstance(gradient_part, AggregatorWeighting):
         return ComposedAggregator(loss_part, gradient_part)

@@ -9,7 +9,7 @@ Two balancing steps:
 * gradient magnitude: every task contributes its normalised average, scaled to the largest norm,
       d = max_j ‖m_j‖ · Σ_i m_i / ‖m_i‖.
 
-β defaults to 0.9 (option `db_beta`; LibMTL's `DB_beta`, with its `DB_beta_sigma` = 0). Losses are
+β defaults to 0.9 (flag `--db_beta`; LibMTL's `DB_beta`, with its `DB_beta_sigma` = 0). Losses are
 clamped at `loss_epsilon` (counted) and must be positive, as for the log-based loss strategies. A task
 whose average is zero contributes nothing. Solver: none (closed form).
 
@@ -24,11 +24,12 @@ update on the current gradients) are only a projection of it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .base import AggregatorWeighting
+from .base import AggregatorWeighting, WeightingConfig, check_number
 from .registry import register
 
 
@@ -40,11 +41,22 @@ class DBMTLWeighting(AggregatorWeighting):
     description = "DB-MTL (Lin et al. 2023): EMA of log-loss gradients, each normalised, scaled to the largest norm (--db_beta)"
     log_based = True
 
+    @dataclass
+    class Config(WeightingConfig):
+        db_beta: float = field(
+            default=0.9, metadata={"help": "db_mtl: moving-average coefficient beta of the normalised gradients."}
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.db_beta = check_number("db_beta", self.db_beta, lambda v: 0.0 <= v < 1.0,
+                                        "in [0, 1) (default 0.9; 0 = no averaging)")
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.beta = float(getattr(self.options, "db_beta", 0.9))
-        if not 0.0 <= self.beta < 1.0:
-            raise ValueError(f"db_mtl: db_beta={self.beta!r} must be in [0, 1) (default 0.9; 0 = no averaging).")
+        self.beta = self.config.db_beta
         self.ema: torch.Tensor | None = None
         self.steps = 0
 
@@ -63,7 +75,7 @@ class DBMTLWeighting(AggregatorWeighting):
             # Composed as A+db_mtl the losses were checked by A, which may not be log-based: guard here too.
             if loss < 0:
                 raise ValueError(f"db_mtl: task {self.task_names[i]!r} has a negative loss {loss:.6g}; log L needs L > 0.")
-            self.ema[i].mul_(self.beta).add_(grads[i], alpha=(1.0 - self.beta) / max(loss, self.options.loss_epsilon))
+            self.ema[i].mul_(self.beta).add_(grads[i], alpha=(1.0 - self.beta) / max(loss, self.loss_epsilon))
         self.steps += 1
         norms = torch.linalg.vector_norm(self.ema, dim=1).double()
         if not torch.isfinite(norms).all():  # a row norm beyond float32 (its squares overflow): redo those in float64

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import Weighting
+from .base import Weighting, WeightingConfig, check_number
 from .registry import register
-from .uncertainty import by_task, from_task_dict, read_option
+from .uncertainty import by_task, from_task_dict
 
 
 @register
@@ -38,11 +39,24 @@ class DynamicWeightAverage(Weighting):
     description = "Dynamic Weight Average: K·softmax(recent loss ratios / T) over windows of --dwa_window steps"
     log_based = True
 
+    @dataclass
+    class Config(WeightingConfig):
+        dwa_temperature: float = field(default=2.0, metadata={"help": "dwa: softmax temperature T."})
+        dwa_window: int = field(default=50, metadata={"help": "dwa: steps per loss-averaging window (windows replace epochs)."})
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.dwa_temperature = check_number("dwa_temperature", self.dwa_temperature, lambda v: v > 0,
+                                                "a positive temperature (default 2)")
+            self.dwa_window = int(check_number("dwa_window", self.dwa_window, lambda v: v >= 1 and v == int(v),
+                                               "a whole number of optimizer steps >= 1 (default 50)"))
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.temperature = read_option(self, "dwa_temperature", 2.0, lambda v: v > 0, "a positive temperature")
-        self.window = int(read_option(self, "dwa_window", 50, lambda v: v >= 1 and v == int(v),
-                                      "a whole number of optimizer steps >= 1"))
+        self.temperature = self.config.dwa_temperature
+        self.window = self.config.dwa_window
         self.window_sums = np.zeros(self.num_tasks)
         self.window_steps = 0
         #: Mean losses of the last two completed windows, oldest first.

@@ -27,13 +27,15 @@ State: ξ (by task name) and the previous step's losses.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .base import check_number
 from .registry import register
-from .uncertainty import LearnedTaskValues, by_task, from_task_dict, read_option
+from .uncertainty import LearnedTaskValues, by_task, from_task_dict
 
 
 @register
@@ -45,9 +47,20 @@ class FAMOWeighting(LearnedTaskValues):
     log_based = True
     state_key = "logits"
 
+    @dataclass
+    class Config(LearnedTaskValues.Config):
+        famo_weight_decay: float = field(default=0.001, metadata={"help": "famo: weight decay of its logits."})
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.famo_weight_decay = check_number("famo_weight_decay", self.famo_weight_decay, lambda v: v >= 0,
+                                                  "a finite number >= 0 (default 0.001)")
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.weight_decay = read_option(self, "famo_weight_decay", 0.001, lambda v: v >= 0, "a finite number >= 0")
+        self.weight_decay = self.config.famo_weight_decay
         self.previous_losses: np.ndarray | None = None
 
     def log_z(self) -> np.ndarray:

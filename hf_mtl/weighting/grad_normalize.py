@@ -3,10 +3,10 @@
 It is the gradient of Σ_i L_i / sg(‖∇L_i‖): every task contributes a unit vector, so the update does
 not change when a task's loss is multiplied by c > 0 (g_i scales, g_i/‖g_i‖ does not) nor when a
 constant is added to it (g_i is unchanged) — the "ideal objective" of Su, "Chatting about Multi-Task
-Learning (II): In the Name of Gradient" (2022, https://kexue.fm/archives/8896). Related to GradNorm
-(Chen et al. 2018), which learns weights toward equal gradient norms instead of dividing by them.
+Learning (I): In the Name of Loss" (2022, https://kexue.fm/archives/8870, eq. 12–13). Related to
+GradNorm (Chen et al. 2018), which learns weights toward equal gradient norms instead of dividing by them.
 
-Options: `norm_scope` = `all` (the norm over every parameter the task touches: encoder and its head)
+Flags: `norm_scope` = `all` (the norm over every parameter the task touches: encoder and its head)
 or `shared` (encoder only; each head then gets its task's raw gradient); `norm_scale` = `unit`
 (Σ g_i/‖g_i‖), `max` (times max_i ‖g_i‖, the scale DB-MTL found better: Lin et al. 2023, "Dual-Balancing
 for Multi-Task Learning") or `mean` (times the mean ‖g_i‖, so the update keeps the usual magnitude).
@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from .base import GradientWeighting
+from .base import GradientWeighting, WeightingConfig
 from .registry import register
 
 logger = logging.getLogger(__name__)
@@ -34,8 +35,23 @@ class GradNormalizeWeighting(GradientWeighting):
     name = "grad_normalize"
     description = "per-task gradient normalisation, Σ g_i/‖g_i‖ (scale- and shift-invariant; --norm_scope, --norm_scale)"
 
+    @dataclass
+    class Config(WeightingConfig):
+        norm_scope: str = field(
+            default="all",
+            metadata={"help": "grad_normalize: take each task's gradient norm over `all` parameters it touches or the `shared` encoder only (heads then get their raw gradient).", "choices": ["all", "shared"]},
+        )
+        norm_scale: str = field(
+            default="unit",
+            metadata={"help": "grad_normalize: scale of the combined update: `unit` (sum of unit vectors), `max` or `mean` task gradient norm.", "choices": ["unit", "max", "mean"]},
+        )
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.norm_scope = self.config.norm_scope  # read by the engine
+        self.norm_scale = self.config.norm_scale
         self.num_skipped = 0
 
     def gradient_log_factor(self, i: int, grad_norm: float) -> float:
@@ -48,9 +64,9 @@ class GradNormalizeWeighting(GradientWeighting):
 
     def gradient_common_log_factor(self, grad_norms: Sequence[float], losses: Sequence[float]) -> float:
         valid = [n for n in grad_norms if math.isfinite(n) and n > 0]
-        if self.options.norm_scale == "unit" or not valid:
+        if self.norm_scale == "unit" or not valid:
             return 0.0
-        return math.log(max(valid) if self.options.norm_scale == "max" else sum(valid) / len(valid))
+        return math.log(max(valid) if self.norm_scale == "max" else sum(valid) / len(valid))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "num_skipped": self.num_skipped}
@@ -60,4 +76,4 @@ class GradNormalizeWeighting(GradientWeighting):
         self.num_skipped = int(state.get("num_skipped", 0))
 
     def hparams(self) -> dict[str, Any]:
-        return {"norm_scope": self.options.norm_scope, "norm_scale": self.options.norm_scale}
+        return {"norm_scope": self.norm_scope, "norm_scale": self.norm_scale}

@@ -31,13 +31,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from .base import check_number
 from .registry import register
-from .uncertainty import LearnedTaskValues, by_task, from_task_dict, read_option
+from .uncertainty import LearnedTaskValues, by_task, from_task_dict
 
 #: Before renormalisation each weight is raised to at least this times the largest |w_j| (log w stays finite).
 MIN_RELATIVE_WEIGHT = 1e-6
@@ -54,9 +56,20 @@ class GradNormWeighting(LearnedTaskValues):
     state_key = "weights"
     initial_value = 1.0
 
+    @dataclass
+    class Config(LearnedTaskValues.Config):
+        gradnorm_alpha: float = field(default=1.5, metadata={"help": "gradnorm: restoring-force exponent alpha."})
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.gradnorm_alpha = check_number("gradnorm_alpha", self.gradnorm_alpha, lambda v: v >= 0,
+                                               "a finite number >= 0 (default 1.5; the paper uses 0.12 to 3)")
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.alpha = read_option(self, "gradnorm_alpha", 1.5, lambda v: v >= 0, "a finite number >= 0 (paper: 0.12 to 3)")
+        self.alpha = self.config.gradnorm_alpha
         self.initial_losses: np.ndarray | None = None
 
     def normalized(self) -> np.ndarray:

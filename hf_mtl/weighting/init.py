@@ -6,24 +6,26 @@ Su, "Chatting about Multi-Task Learning (I): In the Name of Loss" (2022, https:/
 section "Initial State": the reciprocal of the initial loss makes each task's loss dimensionless.
 L_i(init) is either
 
-- theoretical (`init_losses="theoretical"`, default): the loss of an uninformed model. A freshly
+- theoretical (`--init_estimate_batches 0`, default): the loss of an uninformed model. A freshly
   initialised head outputs ~0 logits, i.e. the uniform distribution, so C-class cross-entropy starts
   at log C; a regression head outputs ~0, so squared error starts at E[y²] of the training labels; or
-- estimated (`init_losses="estimated"`): the mean loss of the first batches, measured by the trainer
-  before any update and handed to `set_initial_losses`.
+- estimated (`--init_estimate_batches N`, N > 0): the mean loss of the first N batches, measured by the
+  trainer before any update and handed to `set_initial_losses`.
+
+`hparams()` names the mode `init_losses` ("theoretical" or "estimated").
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..tasks import TaskSpec
+from .base import WeightingConfig, check_number
 from .ratio import ReferenceLossWeighting
 from .registry import register
-
-_MODES = ("theoretical", "estimated")
 
 
 @register
@@ -34,24 +36,38 @@ class InitWeighting(ReferenceLossWeighting):
     name = "init"
     description = "each loss over its initial loss, Σ L_i / L_i(init) (theoretical log C and E[y²], or measured)"
     missing_reference_hint = (
-        "With init_losses='estimated' the trainer measures them (the mean loss of the first "
-        "--init_estimate_batches batches, before any update) and calls set_initial_losses(...); "
-        "check needs_initial_losses before training."
+        "With --init_estimate_batches N > 0 the trainer measures them (the mean loss of the first N "
+        "batches, before any update) and calls set_initial_losses(...); check needs_initial_losses before training."
     )
+
+    @dataclass
+    class Config(WeightingConfig):
+        init_estimate_batches: int = field(
+            default=0,
+            metadata={
+                "help": "For `init`: 0 takes the theoretical initial loss (log C for C classes, E[y^2] for regression); "
+                "N > 0 measures the mean loss of the first N batches before any update."
+            },
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            self.init_estimate_batches = int(check_number(
+                "init_estimate_batches", self.init_estimate_batches, lambda v: v >= 0 and v == int(v),
+                "a whole number >= 0 (0 = the theoretical initial loss, N = the mean loss of the first N batches)",
+            ))
+
+    config: Config
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.mode = self.options.init_losses
-        if self.mode not in _MODES:
-            raise ValueError(
-                f"weighting {self.name!r}: init_losses={self.mode!r} is not supported; use one of {', '.join(_MODES)} "
-                "(--init_losses theoretical)."
-            )
+        self.mode = "estimated" if self.config.init_estimate_batches > 0 else "theoretical"
         if self.mode == "theoretical":
             self.reference_losses = self.checked_references(
                 [self._theoretical(task) for task in self.tasks],
                 [f"a theoretical initial loss ({self._theoretical_source(task)})" for task in self.tasks],
-                "Its training labels are all 0 (E[y²] = 0); use --init_losses estimated or another weighting.",
+                "Its training labels are all 0 (E[y²] = 0); use --init_estimate_batches N (N > 0) to measure the "
+                "initial losses, or another weighting.",
             )
 
     @staticmethod
@@ -71,12 +87,12 @@ class InitWeighting(ReferenceLossWeighting):
         """Use `losses` (task order: the mean loss of each task's first batches) as L_i(init)."""
         if self.mode != "estimated":
             raise ValueError(
-                f"weighting {self.name!r}: init_losses={self.mode!r} computes the initial losses itself; "
-                "pass --init_losses estimated to use measured ones."
+                f"weighting {self.name!r}: with --init_estimate_batches 0 it takes the theoretical initial losses; "
+                "pass --init_estimate_batches N (N > 0) to use measured ones."
             )
         self.reference_losses = self.checked_references(
             losses, ["a measured initial loss"] * self.num_tasks,
-            "Its loss before training is already 0 or broken; check its labels, or use --init_losses theoretical.",
+            "Its loss before training is already 0 or broken; check its labels, or use --init_estimate_batches 0.",
         )
 
     def hparams(self) -> dict[str, Any]:

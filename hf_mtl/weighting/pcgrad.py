@@ -10,8 +10,8 @@ reimplementations average instead: a factor 1/K). Every g_i^PC stays a combinati
 procedure runs on the Gram matrix alone (`pcgrad_weights`): no K × P copy. Each row draws its own
 order of the other tasks, as torchjd does.
 
-Randomness: the orders of step t come from `numpy.random.default_rng([seed, t])`, with `seed` from the
-options (`seed`, default 0) and t the number of steps aggregated so far (state `steps`, checkpointed):
+Randomness: the orders of step t come from `numpy.random.default_rng([seed, t])`, with `seed` the
+trainer's --seed (passed by `build_weighting`; default 0) and t the number of steps aggregated so far (state `steps`, checkpointed):
 every rank draws the same orders, and a resumed run continues the same sequence. Solver: none (a
 closed-form sequence of projections). A task with a zero gradient is never projected on.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .base import check_seed
 from .gram import GramAggregator
 from .registry import register
 
@@ -51,11 +52,11 @@ class PCGradWeighting(GramAggregator):
     name = "pcgrad"
     description = "PCGrad (Yu et al. 2020): project out conflicting components pairwise in a seeded random order, sum"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    randomised = True
+
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seed = int(getattr(self.options, "seed", 0))
-        if self.seed < 0:
-            raise ValueError(f"pcgrad: seed={self.seed} must be >= 0 (it seeds the random task orders); pass e.g. --seed 42.")
+        self.seed = check_seed(self.name, seed)
         self.steps = 0
 
     def task_orders(self, step: int, num_tasks: int) -> list[np.ndarray]:

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .base import Weighting
+from .base import Weighting, WeightingConfig
 from .registry import register
 
 
@@ -40,24 +41,37 @@ def log_power_mean(log_losses: torch.Tensor, gamma: float) -> torch.Tensor:
 
 @register
 class PowerWeighting(Weighting):
-    """F = ((1/K) Σ_i L_i^γ)^(1/γ) with γ = `options.gamma` (any finite number; 0 = geometric mean)."""
+    """F = ((1/K) Σ_i L_i^γ)^(1/γ) with γ = `--gamma` (any finite number; 0 = geometric mean)."""
 
     name = "power"
     description = "generalized mean ((1/K) Σ L_i^γ)^(1/γ), --gamma γ (1 = equal, 0 = geometric, ±∞ = max/min)"
     log_based = True
 
+    @dataclass
+    class Config(WeightingConfig):
+        gamma: float = field(
+            default=0.5,
+            metadata={"help": "Exponent of the `power` weighting: 1 = arithmetic mean, 0 = geometric, +inf = max, -inf = min."},
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            try:
+                gamma = float(self.gamma)
+            except (TypeError, ValueError):
+                gamma = math.nan
+            if not math.isfinite(gamma):
+                raise ValueError(
+                    f"--gamma {self.gamma} is not finite; pass a finite exponent, e.g. --gamma 0.5 (1 = arithmetic "
+                    "mean, 0 = geometric; large positive/negative values approach the max/min)."
+                )
+            self.gamma = gamma
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        try:
-            gamma = float(self.options.gamma)
-        except (TypeError, ValueError):
-            gamma = math.nan
-        if not math.isfinite(gamma):
-            raise ValueError(
-                f"weighting {self.name!r}: --gamma must be a finite number (1 = arithmetic mean, 0 = geometric, "
-                f"large positive/negative approach max/min), got {self.options.gamma!r}."
-            )
-        self.gamma = gamma
+        self.gamma = self.config.gamma
 
     def task_log_factor(self, i: int, loss: float) -> float:
         return (self.gamma - 1) * math.log(loss)

@@ -7,10 +7,11 @@ Lin, Ye, Xu, Shi & Zhang, "Reasonable Effectiveness of Random Weighting: A Litmu
 Learning", TMLR 2022 (arXiv:2111.10603). The weights sum to 1, as in the paper (on average 1/K each,
 like `equal`).
 
-The draws come from a numpy PCG64 generator seeded with `seed` (the trainer's seed); its state is
-checkpointed (JSON: plain integers), so a resumed run continues the same stream, and every rank draws
-the same weights (same seed, same number of steps). The k-th draw of a step goes to the k-th task in
-alphabetical order, so the weights of a task do not depend on the order of `--tasks`.
+The draws come from a numpy PCG64 generator seeded with `seed` (the trainer's --seed, which
+`build_weighting` passes); its state is checkpointed (JSON: plain integers), so a resumed run continues
+the same stream, and every rank draws the same weights (same seed, same number of steps). The k-th
+draw of a step goes to the k-th task in alphabetical order, so the weights of a task do not depend on
+the order of `--tasks`.
 
 When a step's weights are drawn: `observe` only marks the step done; the next step's weights are drawn
 at its first `task_log_factor` (the engine asks for it right after the first task's forward). So all
@@ -26,9 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Weighting
+from .base import Weighting, check_seed
 from .registry import register
-from .uncertainty import by_task, from_task_dict, read_option
+from .uncertainty import by_task, from_task_dict
 
 
 @register
@@ -37,10 +38,11 @@ class RandomWeighting(Weighting):
 
     name = "rlw"
     description = "random weights softmax(z), z ~ N(0, I) drawn every step (Lin et al. 2022; seeded by --seed)"
+    randomised = True
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seed = int(read_option(self, "seed", 0, lambda v: v >= 0 and v == int(v), "a whole number >= 0"))
+        self.seed = check_seed(self.name, seed)
         self.generator = np.random.default_rng(self.seed)
         # Task i takes the draw at its name's rank in alphabetical order.
         self.draw_index = np.argsort(np.argsort(self.task_names, kind="stable"), kind="stable")

@@ -8,34 +8,91 @@ Learning (I): In the Name of Loss", 2022, https://kexue.fm/archives/8870, eq. 1)
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .base import Weighting
+from .base import Weighting, WeightingConfig
 from .registry import register
 
 _FLAG_EXAMPLE = "--task_weights sst2=1,stsb=0.5"
 
 
+def parse_task_weights(value: str | Mapping[str, float] | None) -> dict[str, float] | None:
+    """`"sst2=1,stsb=0.5"` (or the JSON object `{"sst2": 1, "stsb": 0.5}`, what a config file's mapping
+    becomes) -> `{"sst2": 1.0, "stsb": 0.5}`; a mapping is copied as it is, None stays None."""
+    if value is None or isinstance(value, Mapping):
+        return dict(value) if value is not None else None
+    if value.strip().startswith("{"):
+        try:
+            loaded = json.loads(value)
+        except json.JSONDecodeError:
+            loaded = None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--task_weights: cannot read {value!r} as a JSON object; write e.g. {_FLAG_EXAMPLE}.")
+        return loaded
+    weights: dict[str, float] = {}
+    for item in filter(None, (s.strip() for s in value.split(","))):
+        name, sep, number = item.partition("=")
+        try:
+            weights[name.strip()] = float(number)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(
+                f"--task_weights: cannot read {item!r} in {value!r}; write task=weight pairs, e.g. sst2=1,stsb=0.5."
+            ) from None
+    return weights
+
+
 @register
 class StaticWeighting(Weighting):
-    """F = Σ_i w_i L_i with `options.task_weights` (by task name, one for every task, each finite and
-    ≥ 0, not all 0). A zero weight keeps the task in the logs but out of the update. Stateless."""
+    """F = Σ_i w_i L_i with `--task_weights` (by task name, one for every task, each finite and ≥ 0, not
+    all 0). A zero weight keeps the task in the logs but out of the update. Stateless."""
 
     name = "static"
     description = "fixed user weights, Σ w_i L_i (--task_weights sst2=1,stsb=0.5)"
 
+    @dataclass
+    class Config(WeightingConfig):
+        #: A `task=weight,...` string or a {task: weight} mapping; `__post_init__` makes it a checked dict.
+        task_weights: str | None = field(
+            default=None, metadata={"help": "Weights for `static`, e.g. sst2=1,mrpc=1,stsb=0.5."}
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            given = parse_task_weights(self.task_weights)
+            if not given:
+                raise ValueError(f"--weighting static needs one weight per task; pass e.g. {_FLAG_EXAMPLE}.")
+            for name, value in given.items():
+                try:
+                    weight = float(value)
+                except (TypeError, ValueError):
+                    weight = math.nan
+                if not (math.isfinite(weight) and weight >= 0):
+                    raise ValueError(
+                        f"--task_weights: task {name!r} has weight {value!r}; weights must be finite numbers >= 0, "
+                        f"e.g. {_FLAG_EXAMPLE}."
+                    )
+                given[name] = weight
+            if not any(given.values()):
+                raise ValueError(f"--task_weights: all task weights are 0, so nothing would be trained; e.g. {_FLAG_EXAMPLE}.")
+            self.task_weights = given  # type: ignore[assignment]
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.task_weights = self._checked_weights(self.options.task_weights)
+        self.task_weights = self._ordered_weights(self.config.task_weights)  # type: ignore[arg-type]
 
-    def _checked_weights(self, given: Mapping[str, float] | None) -> list[float]:
+    def _ordered_weights(self, given: Mapping[str, float]) -> list[float]:
+        """The (already checked) weights in task order, once they name exactly this run's tasks."""
         prefix = f"weighting {self.name!r}:"
-        if not given:
-            raise ValueError(f"{prefix} needs one weight per task; pass e.g. {_FLAG_EXAMPLE}.")
         unknown = sorted(set(given) - set(self.task_names))
         if unknown:
             raise ValueError(
@@ -48,21 +105,7 @@ class StaticWeighting(Weighting):
                 f"{prefix} no weight for task {', '.join(map(repr, missing))}; "
                 f"give every task one, e.g. {_FLAG_EXAMPLE}."
             )
-        weights = []
-        for name in self.task_names:
-            try:
-                weight = float(given[name])
-            except (TypeError, ValueError):
-                weight = math.nan
-            if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(
-                    f"{prefix} task {name!r} has weight {given[name]!r}; weights must be finite numbers >= 0, "
-                    f"e.g. {_FLAG_EXAMPLE}."
-                )
-            weights.append(weight)
-        if not any(weights):
-            raise ValueError(f"{prefix} all task weights are 0, so nothing would be trained; e.g. {_FLAG_EXAMPLE}.")
-        return weights
+        return [given[name] for name in self.task_names]
 
     def task_log_factor(self, i: int, loss: float) -> float:
         weight = self.task_weights[i]

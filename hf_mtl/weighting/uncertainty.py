@@ -22,30 +22,17 @@ in s_i only for L_i > 0.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
-from .base import Weighting
+from .base import Weighting, WeightingConfig, check_number
 from .registry import register
 
 #: Default learning rate of a strategy's own parameters (FAMO's β and the GradNorm paper's choice).
 DEFAULT_WEIGHTING_LR = 0.025
-
-
-def read_option(weighting: Weighting, field: str, default: float, valid: Callable[[float], bool], requirement: str) -> float:
-    """`options.<field>` as a float (`default` when the options do not carry it or hold None), checked."""
-    value = getattr(weighting.options, field, None)
-    value = default if value is None else value
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not (math.isfinite(number) and valid(number)):
-        raise ValueError(f"weighting {weighting.name!r}: --{field} must be {requirement}, got {value!r}.")
-    return number
 
 
 def by_task(weighting: Weighting, values: Iterable[float]) -> dict[str, float]:
@@ -67,7 +54,7 @@ class LearnedTaskValues(Weighting):
     """A strategy with one learned value per task, a `torch.nn.Parameter` trained by the trainer's optimizer.
 
     The trainer adds `parameters()` as their own group (learning rate `parameter_lr()`, from
-    `options.weighting_lr`, default 0.025; no weight decay); `observe` sets their `.grad`. The values
+    `--weighting_lr`, default 0.025; no weight decay); `observe` sets their `.grad`. The values
     are saved by task name under `state_key`, and restored in place so the optimizer keeps its tensor.
     They are float64 on the CPU: K numbers, and the factors are float64 too, so writing derived values
     back (GradNorm's renormalisation) changes no factor by more than rounding.
@@ -76,9 +63,27 @@ class LearnedTaskValues(Weighting):
     state_key: ClassVar[str] = ""
     initial_value: ClassVar[float] = 0.0
 
+    @dataclass
+    class Config(WeightingConfig):
+        """The flag every learned strategy shares (its subclasses' `Config`s extend this one)."""
+
+        weighting_lr: float | None = field(
+            default=None,
+            metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo); default 0.025, constant."},
+        )
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.weighting_lr is not None:
+                self.weighting_lr = check_number("weighting_lr", self.weighting_lr, lambda v: v > 0,
+                                                 f"a positive learning rate (default {DEFAULT_WEIGHTING_LR})")
+
+    config: Config
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lr = read_option(self, "weighting_lr", DEFAULT_WEIGHTING_LR, lambda v: v > 0, "a positive learning rate")
+        lr = self.config.weighting_lr
+        self.lr = DEFAULT_WEIGHTING_LR if lr is None else lr
         self.values = torch.nn.Parameter(torch.full((self.num_tasks,), self.initial_value, dtype=torch.float64))
 
     def parameters(self) -> list[torch.nn.Parameter]:

@@ -1,44 +1,9 @@
-"""`hf-mtl bench speed`: what each weighting strategy's optimizer step costs next to `equal`.
+"""What the benchmark suites share: the settings, the model/optimizer/batches setup, the timed step,
+the alternating timing, the fresh-subprocess memory measurement, the JSON report and the flags.
 
-    hf-mtl bench speed [--tasks 3,6] [--weightings equal,geometric,...] [--batch_size 16] [--seq_len 64]
-        [--repeats 3] [--warmup 1] [--model_name_or_path M] [--glue_dir DIR] [--device cpu|cuda] [--bf16]
-        [--threads N] [--no_memory] [--output bench-speed.json]
-
-What one timed step is: exactly what `MultiTaskTrainer` runs per optimizer step without gradient
-accumulation. `MultiTaskTrainer.training_step` only hands the step's micro-batches to
-`hf_mtl.engine.TaskByTaskStep`, so the benchmark drives that engine directly, with an
-`accelerate.Accelerator` that has `prepare`d the model and the optimizer as the Trainer does (a
-learning strategy's own parameters in their own group, as `MultiTaskTrainer.create_optimizer`), and
-then does what the Trainer's loop does after `training_step`: gradient clipping (`max_grad_norm` 1.0),
-the optimizer step (the Trainer's default optimizer, fused AdamW) and `model.zero_grad()`.
-
-Every strategy sees the same model, the same optimizer and the same per-task batches: real GLUE
-training rows (sst2, mrpc, stsb, wnli; for K > 4 the same tasks again under new names, `sst2_b`, ...,
-taking the next rows), each batch padded to exactly `--seq_len` tokens. The reference `summed-loss`
-step is the naive way: the K task losses averaged into one scalar (the `equal` objective), one
-backward, so all K tasks' activations are alive at once.
-
-Timing: after `--warmup` rounds, each of `--repeats` rounds runs `equal, S1, equal, S2, ..., Sn,
-equal`; each strategy's ratio in a round is its step time over the mean of the two `equal` steps
-around it, and the table reports the median ratio over rounds (with the quartiles), so slow drifts of
-the machine cancel out. `equal`'s own quartiles are those of each interior `equal` step against its
-two `equal` neighbours: the noise floor of the measurement. The same ratios are computed from the CPU
-time of the process (`time.process_time`, all threads): on a machine shared with other jobs, run with
-`--threads 1` and read that column; the wall time then measures the other jobs as much as the step
-(with several threads per process and more runnable threads than cores, torch's threads wait on each
-other at every parallel region and a step can take 5× longer; the CPU time then includes that waiting).
-
-Peak memory: each strategy runs again in a fresh subprocess: model, optimizer, batches and one
-warm-up step (so the optimizer state exists), gradients freed, then the peak over `MEMORY_STEPS`
-steps is taken above the memory at that point. On CPU that is the peak resident set size (Linux
-`VmHWM`, reset through `/proc/self/clear_refs` after the warm-up; glibc's mmap threshold is pinned
-at 64 KiB so freed tensors go back to the system and the resident size follows live memory); on
-CUDA, `torch.cuda.max_memory_allocated`. The whole-process peak is reported too.
-
-`extra buffer` is what the engine holds beyond `.grad` (see `extra_buffer_mb`): one parameter-sized
-buffer (trainable parameters × element size) when it needs each task's own gradient (a gradient-level
-strategy, or gradient accumulation), the K × P matrix of the shared parameters' task gradients for
-the strategies that need all K at once, nothing otherwise.
+`hf-mtl bench speed` (`hf_mtl.bench.speed`) and `hf-mtl bench torchjd` (`hf_mtl.bench.torchjd`) are
+built on these; see `hf_mtl.bench.speed` for what a timed step is, how the alternating rounds cancel
+machine drift and how peak memory is measured.
 """
 
 from __future__ import annotations
@@ -47,7 +12,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import math
 import os
 import platform
 import resource
@@ -70,11 +34,14 @@ BASE_TASKS = ("sst2", "mrpc", "stsb", "wnli")
 MEMORY_STEPS = 1
 #: glibc: allocations above this many bytes are mmapped and returned to the system when freed.
 _MMAP_THRESHOLD = "65536"
+#: What each memory subprocess runs (`python -c MEMORY_WORKER PAYLOAD`): imports, never `-m`, so that no
+#: module of the package is loaded twice (once as `__main__`).
+MEMORY_WORKER = "import sys; from hf_mtl.bench.common import memory_worker; memory_worker(sys.argv[1])"
 
 
 @dataclass
 class SpeedConfig:
-    """The settings of one `hf-mtl bench speed` run (see the module docstring)."""
+    """The settings of one `hf-mtl bench speed` run (see `hf_mtl.bench.speed`); `bench torchjd` extends them."""
 
     tasks: list[int] = field(default_factory=lambda: [3, 6])
     weightings: list[str] | None = None
@@ -110,7 +77,7 @@ class SpeedConfig:
 
 def benchmark_tasks(k: int) -> list[tuple[Any, str, int]]:
     """(spec, GLUE task it reads, index of its row block) for K tasks: sst2, mrpc, stsb, wnli, sst2_b, ..."""
-    from .tasks import GLUE_TASKS
+    from ..tasks import GLUE_TASKS
 
     tasks = []
     for j in range(k):
@@ -123,7 +90,9 @@ def benchmark_tasks(k: int) -> list[tuple[Any, str, int]]:
 
 
 @dataclass
-class _Setup:
+class Setup:
+    """What `build` makes: the prepared model and optimizer, one batch per task, the strategies."""
+
     model: Any
     optimizer: Any
     accelerator: Any
@@ -148,25 +117,15 @@ def trainer_optimizer(config: SpeedConfig) -> tuple[str, dict[str, Any]]:
     return f"{cls.__module__}.{cls.__qualname__}", {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
 
 
-def _build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]]) -> _Setup:
-    """Model, optimizer, accelerator, one batch of every task and the strategies `names` (summed-loss aside)."""
-    import importlib
-
-    import torch
-    from accelerate import Accelerator
+def task_batches(config: SpeedConfig, k: int, tokenizer: Any) -> tuple[list[Any], dict[str, dict[str, Any]], dict[str, Any], dict[str, str]]:
+    """The K tasks of `benchmark_tasks(k)` and one batch of each (`config.batch_size` training rows, padded
+    to `config.seq_len` tokens, on the CPU): (specs, {task: batch}, {task: label statistics}, {task: rows})."""
     from datasets import DatasetDict
-    from transformers import AutoTokenizer
 
-    from .data import label_statistics, load_task_splits, tokenize_splits
-    from .modeling import MultiTaskModel, resolve_model_path
-    from .sampling import TaskCollator
-    from .tasks import GLUE_TASKS
-    from .weighting import WeightingOptions, build_weighting
+    from ..data import label_statistics, load_task_splits, tokenize_splits
+    from ..sampling import TaskCollator
+    from ..tasks import GLUE_TASKS
 
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    model_path = resolve_model_path(config.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
     collate = TaskCollator(tokenizer, pad_to_multiple_of=config.seq_len)
     glue: dict[str, Any] = {}
     specs, batch, stats, sources = [], {}, {}, {}
@@ -183,12 +142,31 @@ def _build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tu
         stats[spec.name] = label_statistics(train, spec)
         sources[spec.name] = f"{base} train rows {block * rows}-{(block + 1) * rows - 1}"
         specs.append(spec)
+    return specs, batch, stats, sources
+
+
+def build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]]) -> Setup:
+    """Model, optimizer, accelerator, one batch of every task and the strategies `names` (summed-loss aside)."""
+    import importlib
+
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoTokenizer
+
+    from ..modeling import MultiTaskModel, resolve_model_path
+    from ..weighting import build_weighting
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    model_path = resolve_model_path(config.model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    specs, batch, stats, sources = task_batches(config, k, tokenizer)
 
     torch.manual_seed(config.seed)
     model = MultiTaskModel.from_encoder(model_path, specs)
     model.train()
-    options = WeightingOptions(task_weights={s.name: 1.0 for s in specs})
-    weightings = {name: build_weighting(name, specs, stats, options) for name in names if name != SUMMED}
+    hparams = {"task_weights": {s.name: 1.0 for s in specs}}
+    weightings = {name: build_weighting(name, specs, stats, hparams) for name in names if name != SUMMED}
     class_path, optimizer_kwargs = optimizer_spec
     module, _, class_name = class_path.rpartition(".")
     optimizer_kwargs = {key: tuple(v) if isinstance(v, list) else v for key, v in optimizer_kwargs.items()}
@@ -206,13 +184,13 @@ def _build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tu
     device = accelerator.device
     batch = {t: {key: v.to(device) if isinstance(v, torch.Tensor) else v for key, v in b.items()} for t, b in batch.items()}
     description = f"{class_name}({', '.join(f'{key}={v}' for key, v in optimizer_kwargs.items())})"
-    return _Setup(model, optimizer, accelerator, specs, batch, weightings, description, sources)
+    return Setup(model, optimizer, accelerator, specs, batch, weightings, description, sources)
 
 
-def forward_backward_function(setup: _Setup, name: str) -> Callable[[], None]:
+def forward_backward_function(setup: Setup, name: str) -> Callable[[], None]:
     """Strategy `name`'s forward and backward passes (what `MultiTaskTrainer.training_step` runs):
     leaves the step's gradient in `.grad`."""
-    from .engine import TaskByTaskStep
+    from ..engine import TaskByTaskStep
 
     model, accelerator, batch = setup.model, setup.accelerator, setup.batch
     task_names = [s.name for s in setup.specs]
@@ -231,7 +209,7 @@ def forward_backward_function(setup: _Setup, name: str) -> Callable[[], None]:
     return forward_backward
 
 
-def optimizer_step(setup: _Setup, forward_backward: Callable[[], None]) -> Callable[[], None]:
+def optimizer_step(setup: Setup, forward_backward: Callable[[], None]) -> Callable[[], None]:
     """One full optimizer step around `forward_backward`: what the Trainer's loop does after training_step."""
     model = setup.model
 
@@ -245,7 +223,7 @@ def optimizer_step(setup: _Setup, forward_backward: Callable[[], None]) -> Calla
     return step
 
 
-def _step_function(setup: _Setup, name: str) -> Callable[[], None]:
+def strategy_step(setup: Setup, name: str) -> Callable[[], None]:
     """One full optimizer step of strategy `name`, as the Trainer runs it."""
     return optimizer_step(setup, forward_backward_function(setup, name))
 
@@ -266,24 +244,6 @@ def _timer(device: str) -> Callable[[Callable[[], None]], tuple[float, float]]:
     return timed
 
 
-def extra_buffer_mb(weighting_cls: Any, model: Any, num_tasks: int, gradient_accumulation_steps: int = 1) -> float:
-    """What the engine holds beyond `.grad` (MB): nothing when every task's backward adds straight into
-    `.grad`; one parameter-sized buffer when each task's gradient is kept apart (a gradient-level
-    strategy, or gradient accumulation); a K × P matrix of the shared parameters' task gradients for
-    strategies that need all K at once (`AggregatorWeighting`)."""
-    from .weighting import AggregatorWeighting
-
-    def size(params: Any) -> float:
-        return sum(p.numel() * p.element_size() for p in params if p.requires_grad) / 2**20
-
-    if isinstance(weighting_cls, type) and issubclass(weighting_cls, AggregatorWeighting):
-        head_params = {id(p) for p in model.heads.parameters()}
-        return num_tasks * size(p for p in model.parameters() if id(p) not in head_params)
-    if weighting_cls.kind != "loss" or gradient_accumulation_steps > 1:
-        return size(model.parameters())
-    return 0.0
-
-
 # ---- timing ---------------------------------------------------------------------------------------
 
 
@@ -294,12 +254,13 @@ def _quantiles(values: Sequence[float]) -> tuple[float, float, float]:
     return q1, q2, q3
 
 
-def time_strategies(config: SpeedConfig, setup: _Setup, names: Sequence[str], log: Callable[[str], None],
-                    reference: str = "equal", step_function: Callable[[_Setup, str], Callable[[], None]] = _step_function,
+def time_strategies(config: SpeedConfig, setup: Any, names: Sequence[str], log: Callable[[str], None],
+                    reference: str = "equal", step_function: Callable[[Any, str], Callable[[], None]] = strategy_step,
                     ratio_key: str = "ratio_to_equal") -> dict[str, dict[str, Any]]:
     """Alternating rounds `R, S1, R, S2, ..., R` (R = `reference`, by default `equal`); per step the times and
     the ratios to the mean of the two R steps around it (under `ratio_key`), for the wall time and for the
-    CPU time of the process. `step_function(setup, name)` makes each name's full step."""
+    CPU time of the process. `step_function(setup, name)` makes each name's full step (`setup` is whatever
+    it needs: a `Setup` by default)."""
     timed = _timer(config.device)
     others = [n for n in names if n != reference]
     steps = {name: step_function(setup, name) for name in [reference, *others]}
@@ -378,13 +339,8 @@ def _peak_rss_mb() -> float:
 StepFactory = Callable[[SpeedConfig, int, str, tuple[str, dict[str, Any]]], Callable[[], None]]
 
 
-def speed_step(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]]) -> Callable[[], None]:
-    """A fresh setup and strategy `name`'s step on it: what `bench speed`'s memory subprocess measures."""
-    return _step_function(_build(config, k, ["equal", name], optimizer_spec), name)
-
-
 def measure_memory(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]],
-                   make_step: StepFactory = speed_step) -> dict[str, Any]:
+                   make_step: StepFactory) -> dict[str, Any]:
     """In this process (meant to be fresh): the peak memory of `name`'s step above the post-setup memory."""
     import torch
 
@@ -426,15 +382,15 @@ def _memory_in_subprocess(config: SpeedConfig, k: int, name: str, optimizer_spec
     payload = json.dumps({"config_class": _qualified_name(type(config)), "config": dataclasses.asdict(config),
                           "make_step": _qualified_name(make_step), "k": k, "name": name, "optimizer": optimizer_spec})
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=_MMAP_THRESHOLD, TOKENIZERS_PARALLELISM="false")
-    done = subprocess.run([sys.executable, "-m", "hf_mtl.benchmark", "--memory-worker", payload],
-                          env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", MEMORY_WORKER, payload], env=env, capture_output=True, text=True,
+                          check=False)
     if done.returncode != 0:
         raise RuntimeError(f"bench: the memory measurement of {name!r} (K={k}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def measure_memories(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]],
-                     log: Callable[[str], None], make_step: StepFactory = speed_step) -> dict[str, dict[str, Any]]:
+                     log: Callable[[str], None], make_step: StepFactory) -> dict[str, dict[str, Any]]:
     """One fresh subprocess per strategy, two at a time (each measures its own peak; timing is already done).
     `make_step` must be a module-level function (the subprocess imports it by name)."""
     log(f"K={k}: peak memory of {', '.join(names)} (one fresh process each)")
@@ -453,63 +409,7 @@ def measure_memories(config: SpeedConfig, k: int, names: Sequence[str], optimize
 # ---- the report -----------------------------------------------------------------------------------
 
 
-def _level(weighting_cls: Any) -> str:
-    """`loss`, `gradient` (per-task gradient factors), `aggregator` (all K gradients at once) or `reference`."""
-    return "reference" if weighting_cls is None else weighting_cls.kind
-
-
-def _strategy_names(config: SpeedConfig) -> list[str]:
-    from .weighting import WEIGHTINGS, get_weighting_class
-
-    names = list(WEIGHTINGS) if config.weightings is None else [get_weighting_class(n).name for n in config.weightings]
-    names = ["equal", *[n for n in dict.fromkeys(names) if n != "equal"]]
-    return [*names, SUMMED]
-
-
-def run_speed(config: SpeedConfig, argv: Sequence[str] = (), log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON report (also written to `config.output`)."""
-    from .weighting import WEIGHTINGS
-
-    log = log or _log_to_stderr
-    names = _strategy_names(config)
-    report = new_report("speed", config, argv, (
-        "step = hf_mtl.engine.TaskByTaskStep (what MultiTaskTrainer.training_step runs) on an "
-        "accelerate.Accelerator-prepared model and optimizer, then clip_grad_norm_(1.0), optimizer.step(), "
-        "zero_grad(); summed-loss = mean of the K task losses, one backward; rounds equal,S1,equal,S2,...,equal, "
-        "ratio = step time / mean of the neighbouring equal steps, median over rounds; peak memory from a fresh "
-        "subprocess per strategy, above the memory after setup and one warm-up step"
-    ))
-    started = time.perf_counter()
-    optimizer_spec = trainer_optimizer(config)
-    for k in config.tasks:
-        log(f"K={k}: building model, optimizer and batches")
-        setup = _build(config, k, names, optimizer_spec)
-        log(f"K={k}: timing {', '.join(names)} ({config.warmup} warm-up + {config.repeats} rounds)")
-        timings = time_strategies(config, setup, names, log)
-        run = new_run(config, k, setup)
-        for name in names:
-            cls = WEIGHTINGS.get(name)
-            run["results"].append({
-                "strategy": name,
-                "level": _level(cls),
-                **timings[name],
-                "extra_buffer_mb": 0.0 if cls is None else extra_buffer_mb(cls, setup.model, k),
-            })
-        del setup
-        gc.collect()
-        if config.memory:
-            memories = measure_memories(config, k, names, optimizer_spec, log)
-            for result in run["results"]:
-                result.update(memories[result["strategy"]])
-            equal_peak = run["results"][0].get("peak_mb", math.nan)
-            for result in run["results"]:
-                if "peak_mb" in result:
-                    result["memory_ratio_to_equal"] = result["peak_mb"] / equal_peak if equal_peak > 0 else math.nan
-        add_run(report, run, config, started)
-    return report
-
-
-def _log_to_stderr(message: str) -> None:
+def log_to_stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
@@ -538,7 +438,7 @@ def new_report(suite: str, config: SpeedConfig, argv: Sequence[str], method: str
     }
 
 
-def new_run(config: SpeedConfig, k: int, setup: _Setup) -> dict[str, Any]:
+def new_run(config: SpeedConfig, k: int, setup: Setup) -> dict[str, Any]:
     """A report's entry for K tasks, before its results: the tasks, their rows, the model and the optimizer."""
     return {
         "num_tasks": k,
@@ -554,39 +454,15 @@ def new_run(config: SpeedConfig, k: int, setup: _Setup) -> dict[str, Any]:
 def add_run(report: dict[str, Any], run: dict[str, Any], config: SpeedConfig, started: float) -> None:
     """Append `run` and write the report: after every K, so that a long run's first results survive."""
     report["runs"].append(run)
+    write_report(report, config, started)
+
+
+def write_report(report: dict[str, Any], config: SpeedConfig, started: float) -> None:
+    """Write the report as it stands to `config.output` (elapsed time and load average updated)."""
     report["elapsed_s"] = time.perf_counter() - started
     report["environment"]["loadavg_end"] = os.getloadavg()
     with open(config.output, "w") as f:
         json.dump(report, f, indent=2)
-
-
-def markdown_table(report: dict[str, Any]) -> str:
-    """The report as Markdown: one table per number of tasks."""
-    lines = []
-    for run in report["runs"]:
-        lines += [
-            *run_caption(report, run),
-            "| strategy | level | median step (s) | × equal (median) | × equal (quartiles) | CPU time × equal (median) "
-            "| peak step memory (MB) | × equal | peak process memory (MB) | extra buffer (MB) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in run["results"]:
-            memory = (f"{r['peak_mb']:.0f} | {r['memory_ratio_to_equal']:.2f} | {r['peak_total_mb']:.0f}"
-                      if "peak_mb" in r else "– | – | –")
-            lines.append(
-                f"| {r['strategy']} | {r['level']} | {r['median_step_s']:.3f} | {r['ratio_to_equal']:.3f} | "
-                f"{r['ratio_q25']:.3f}–{r['ratio_q75']:.3f} | {r['cpu_ratio_to_equal']:.3f} | {memory} | {r['extra_buffer_mb']:.1f} |"
-            )
-        lines.append("")
-    lines.append(
-        load_average_note(report) + " "
-        "`summed-loss`: the K losses averaged into one scalar, one backward (all activations alive at once). "
-        "`equal` quartiles: each equal step against its two equal neighbours (the noise floor). "
-        "CPU time: of this process, all threads (robust to other jobs with --threads 1; with more threads it includes "
-        "spin-waiting). "
-        "Peak step memory: above the memory after setup and one warm-up step, fresh process per strategy."
-    )
-    return "\n".join(lines)
 
 
 def run_caption(report: dict[str, Any], run: dict[str, Any]) -> list[str]:
@@ -604,6 +480,15 @@ def run_caption(report: dict[str, Any], run: dict[str, Any]) -> list[str]:
     ]
 
 
+def run_tables(report: dict[str, Any], header: str, separator: str, row: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One Markdown table per run of the report (per number of tasks): its caption, `header`, `separator`,
+    then `row(result)` for each result."""
+    lines: list[str] = []
+    for run in report["runs"]:
+        lines += [*run_caption(report, run), header, separator, *(row(r) for r in run["results"]), ""]
+    return lines
+
+
 def load_average_note(report: dict[str, Any]) -> str:
     env = report["environment"]
     return (f"Load average (1, 5, 15 min) at start {', '.join(f'{x:.1f}' for x in env['loadavg_start'])}, at end "
@@ -613,32 +498,20 @@ def load_average_note(report: dict[str, Any]) -> str:
 # ---- command line ---------------------------------------------------------------------------------
 
 
-def _int_list(value: str) -> list[int]:
+def int_list(value: str) -> list[int]:
     try:
         return [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 3,6; got {value!r}") from None
 
 
-def _name_list(value: str) -> list[str]:
+def name_list(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def speed_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hf-mtl bench speed",
-        description="Time every weighting strategy's full optimizer step against `equal` (alternating, same batches) "
-        "and measure its peak memory; prints a Markdown table and writes a JSON report.",
-    )
-    parser.add_argument("--weightings", type=_name_list, default=None,
-                        help="comma-separated strategies (default: every registered one); equal is always included")
-    add_common_arguments(parser, SpeedConfig())
-    return parser
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, defaults: SpeedConfig) -> None:
     """The flags every suite built on `SpeedConfig` shares (all its fields but `weightings`)."""
-    parser.add_argument("--tasks", type=_int_list, default=defaults.tasks, help="numbers of tasks K to run, e.g. 3,6 (default)")
+    parser.add_argument("--tasks", type=int_list, default=defaults.tasks, help="numbers of tasks K to run, e.g. 3,6 (default)")
     parser.add_argument("--batch_size", type=int, default=defaults.batch_size, help="rows per task (default 16)")
     parser.add_argument("--seq_len", type=int, default=defaults.seq_len, help="tokens per row, padded/truncated (default 64)")
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="alternating timed rounds (default 3)")
@@ -654,53 +527,15 @@ def add_common_arguments(parser: argparse.ArgumentParser, defaults: SpeedConfig)
     parser.add_argument("--output", default=defaults.output, help=f"JSON report (default {defaults.output})")
 
 
-def _speed(argv: Sequence[str]) -> int:
-    config = SpeedConfig(**vars(speed_parser().parse_args(argv)))
-    report = run_speed(config, argv)
-    print(markdown_table(report))
-    print(f"\nJSON report: {config.output} ({report['elapsed_s']:.0f} s)")
-    return 0
+# ---- the memory subprocess ------------------------------------------------------------------------
 
 
-def _torchjd(argv: Sequence[str]) -> int:
-    from .bench_torchjd import main
-
-    return main(argv)
-
-
-def _quality(argv: Sequence[str]) -> int:
-    from .bench_quality import main
-
-    return main(argv)
-
-
-#: `hf-mtl bench SUITE`: each suite's entry point takes the flags after the suite's name (modules
-#: imported lazily, so one suite's optional dependencies never load for another).
-SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd, "quality": _quality}
-
-
-def bench(argv: Sequence[str]) -> int:
-    """`hf-mtl bench SUITE [flags]`; the suites are the keys of `SUITES`."""
-    argv = list(argv)
-    names = ", ".join(SUITES)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: hf-mtl bench SUITE [flags]   (SUITE one of: {names}; hf-mtl bench SUITE --help lists them)")
-        return 0 if argv else 2
-    if argv[0] not in SUITES:
-        print(f"hf-mtl bench: unknown benchmark {argv[0]!r}; the available ones are: {names}", file=sys.stderr)
-        return 2
-    return SUITES[argv[0]](argv[1:])
-
-
-def _memory_worker(payload: str) -> None:
+def memory_worker(payload: str) -> None:
+    """The memory subprocess: re-create the config and the step factory from their import paths (JSON
+    `payload` from `measure_memories`), measure, print the result as JSON on the last line."""
     request = json.loads(payload)
     config = _resolve(request["config_class"])(**request["config"])
     result = measure_memory(config, request["k"], request["name"], tuple(request["optimizer"]), _resolve(request["make_step"]))
     print(json.dumps(result))
 
 
-if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--memory-worker":
-        _memory_worker(sys.argv[2])
-    else:
-        sys.exit(bench(sys.argv[1:]))

@@ -110,8 +110,8 @@ class QualityConfig:
     train_args: list[str] = field(default_factory=list)
 
     def entries(self) -> list[str]:
-        from .weighting import WEIGHTINGS
-        from .weighting.registry import validate_weighting_name
+        from ..weighting import WEIGHTINGS
+        from ..weighting.registry import validate_weighting_name
 
         entries: list[str] = []
         for entry in self.weightings:
@@ -176,7 +176,7 @@ def quality_parser() -> argparse.ArgumentParser:
 
 def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
     """Flags over config-file values over defaults; every flag the parser does not know is a train flag."""
-    from .arguments import config_to_argv
+    from ..arguments import config_to_argv
 
     argv = list(argv)
     config_file = argv.pop(0) if argv and not argv[0].startswith("-") else None
@@ -211,7 +211,7 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
 
 def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
     """Train and evaluate one grid point (or resume it), record its result, free its disk."""
-    from .pipeline import train
+    from ..pipeline import train
 
     folder = Path(config.output_dir) / "runs" / run.folder
     result_path = folder / RESULT_FILE
@@ -229,7 +229,7 @@ def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
     except (KeyboardInterrupt, SystemExit):
         partial_path.write_text(json.dumps({"wall_s": earlier + time.perf_counter() - start}))
         raise
-    except Exception as error:  # a diverged or broken run is a result of the sweep, not its end
+    except Exception as error:  # noqa: BLE001  (a diverged or broken run is a result of the sweep, not its end)
         result["error"] = f"{type(error).__name__}: {error}"
         metrics = {}
     result["wall_s"] = earlier + time.perf_counter() - start
@@ -252,7 +252,7 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     import datasets
     from tqdm.auto import tqdm
 
-    from .arguments import parse_train_args
+    from ..arguments import parse_train_args
 
     grid = config.grid()
     # Bad train flags (shared, or one entry's `NAME:key=value`) fail here, before the first run, not after an
@@ -281,15 +281,15 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
 def _task_metrics(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from the `eval_<key>_<metric>` keys of a run; a task evaluated on several
     splits (MNLI matched and mismatched) gets the mean over its splits, as its GLUE score does."""
-    from .plotting import _EVAL_BOOKKEEPING
-    from .tasks import parse_tasks
+    from ..plotting import EVAL_BOOKKEEPING
+    from ..tasks import parse_tasks
 
     keys = {key: spec.name for spec in parse_tasks(",".join(tasks)) for key in spec.eval_keys().values()}
     found: dict[str, dict[str, list[float]]] = {}
     for name, value in metrics.items():
         for key, task in keys.items():
             metric = name.removeprefix(f"eval_{key}_")
-            if metric != name and metric not in _EVAL_BOOKKEEPING:
+            if metric != name and metric not in EVAL_BOOKKEEPING:
                 found.setdefault(task, {}).setdefault(metric, []).append(value)
     return {task: {m: sum(v) / len(v) for m, v in ms.items()} for task, ms in found.items()}
 
@@ -297,7 +297,7 @@ def _task_metrics(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[st
 def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, command: str) -> dict[str, Any]:
     """Per strategy: per-seed task metrics, task scores and GLUE score; the single-task runs of one
     seed are combined into one `single-task` row."""
-    from .metrics import glue_score, task_score
+    from ..metrics import glue_score, task_score
 
     tasks = list(config.tasks)
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
@@ -363,11 +363,11 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         report["command"],
         "```",
         "",
-        f"Dev metrics ×100, mean ± standard deviation over seeds {', '.join(map(str, report['seeds']))}. "
-        f"GLUE score: mean over tasks of each task's mean metric. Δ: GLUE-score difference to `{REFERENCE}` "
-        "with the same seed (same data order), averaged; p: paired t-test over seeds (uncorrected for the "
-        "number of strategies). `single-task`: each task trained alone with the same flags, one model per task. "
-        "Time: wall seconds per run (single-task: all its task runs).",
+        (f"Dev metrics ×100, mean ± standard deviation over seeds {', '.join(map(str, report['seeds']))}. "
+         f"GLUE score: mean over tasks of each task's mean metric. Δ: GLUE-score difference to `{REFERENCE}` "
+         "with the same seed (same data order), averaged; p: paired t-test over seeds (uncorrected for the "
+         "number of strategies). `single-task`: each task trained alone with the same flags, one model per task. "
+         "Time: wall seconds per run (single-task: all its task runs)."),
         "",
         "| strategy | " + " | ".join(f"{t} {m}" for t, m in columns) + " | GLUE score | Δ vs equal | p | seeds | time (s) |",
         "|---|" + "---:|" * (len(columns) + 5),
@@ -429,7 +429,7 @@ def _holm(compared: Mapping[str, tuple[float, float, int]], alpha: float = 0.05)
 
 def plot_report(report: Mapping[str, Any], path: Path) -> None:
     """Left: GLUE score per strategy (mean ± std, seeds as dots); right: per-task score − equal's."""
-    from .plotting import require_matplotlib
+    from ..plotting import require_matplotlib
 
     Figure = require_matplotlib()
     rows = list(report["rows"])

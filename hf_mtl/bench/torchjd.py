@@ -7,7 +7,7 @@ same model, optimizer and batches.
 
 Needs torchjd 0.18 (`pip install "torchjd[quadprog-projector]>=0.18,<0.19"`, part of the `test` extra).
 The model, the optimizer and the per-task batches (real GLUE rows) are those of `hf-mtl bench speed`
-(`hf_mtl.benchmark`). For each aggregator and each number of tasks K, two full optimizer steps:
+(`hf_mtl.bench.common`). For each aggregator and each number of tasks K, two full optimizer steps:
 
 * `hf_mtl`: our step exactly as `bench speed` times it: `hf_mtl.engine.TaskByTaskStep` with the
   weighting (each task's forward and backward in turn, so one task's activations at a time; the K × P
@@ -65,21 +65,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .benchmark import (
+from .common import (
+    Setup,
     SpeedConfig,
-    _build,
-    _log_to_stderr,
-    _name_list,
-    _Setup,
     add_common_arguments,
     add_run,
+    build,
     forward_backward_function,
     load_average_note,
+    log_to_stderr,
     measure_memories,
+    name_list,
     new_report,
     new_run,
     optimizer_step,
-    run_caption,
+    run_tables,
     time_strategies,
     trainer_optimizer,
 )
@@ -135,7 +135,7 @@ def torchjd_aggregator(name: str) -> Any:
         raise ImportError(f"torchjd's {AGGREGATORS[name]} needs an optional solver ({err}): pip install \"{TORCHJD_REQUIREMENT}\".") from None
 
 
-def torchjd_forward_backward(setup: _Setup, aggregator: Any) -> Callable[[], None]:
+def torchjd_forward_backward(setup: Setup, aggregator: Any) -> Callable[[], None]:
     """torchjd's forward and backward passes on `setup`'s model and batches (see the module docstring):
     leaves the heads' task gradients and the encoder's aggregated gradient in `.grad`."""
     from torchjd.autojac import jac_to_grad, mtl_backward
@@ -166,7 +166,7 @@ def _side_and_aggregator(name: str) -> tuple[str, str]:
     return side, aggregator
 
 
-def step_function(setup: _Setup, name: str) -> Callable[[], None]:
+def step_function(setup: Setup, name: str) -> Callable[[], None]:
     """The full optimizer step `hf_mtl/AGG` (ours, as bench speed) or `torchjd/AGG` (torchjd's path)."""
     side, aggregator = _side_and_aggregator(name)
     if side == THEIRS:
@@ -176,10 +176,10 @@ def step_function(setup: _Setup, name: str) -> Callable[[], None]:
 
 def fresh_step(config: SpeedConfig, k: int, name: str, optimizer_spec: tuple[str, dict[str, Any]]) -> Callable[[], None]:
     """A fresh setup and the step `name` on it: what a memory subprocess measures."""
-    return step_function(_build(config, k, [_side_and_aggregator(name)[1]], optimizer_spec), name)
+    return step_function(build(config, k, [_side_and_aggregator(name)[1]], optimizer_spec), name)
 
 
-def update_gap(setup: _Setup, name: str, aggregator: Any, seed: int = 0) -> dict[str, float]:
+def update_gap(setup: Setup, name: str, aggregator: Any, seed: int = 0) -> dict[str, float]:
     """Our and torchjd's gradients for aggregator `name` on the same parameters and batches (no optimizer
     step): their relative difference ‖ours − torchjd‖ / ‖torchjd‖ and cosine, over every trainable parameter."""
     import torch
@@ -202,7 +202,7 @@ def update_gap(setup: _Setup, name: str, aggregator: Any, seed: int = 0) -> dict
 def run_torchjd(config: TorchJDConfig, argv: Sequence[str] = (), log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the comparison; returns the JSON report (also written to `config.output`)."""
     require_torchjd()
-    log = log or _log_to_stderr
+    log = log or log_to_stderr
     names = list(dict.fromkeys(config.weightings or []))
     report = new_report("torchjd", config, argv, (
         "hf_mtl = bench speed's step (TaskByTaskStep with the aggregator); torchjd = K forwards with the pooled "
@@ -216,7 +216,7 @@ def run_torchjd(config: TorchJDConfig, argv: Sequence[str] = (), log: Callable[[
     optimizer_spec = trainer_optimizer(config)
     for k in config.tasks:
         log(f"K={k}: building model, optimizer and batches")
-        setup = _build(config, k, names, optimizer_spec)
+        setup = build(config, k, names, optimizer_spec)
         run = new_run(config, k, setup)
         for name in names:
             aggregator = torchjd_aggregator(name)
@@ -264,25 +264,21 @@ def _installed_version(package: str) -> str | None:
 
 def markdown_table(report: dict[str, Any]) -> str:
     """The report as Markdown: one table per number of tasks, ratios ours / torchjd."""
-    lines = []
-    for run in report["runs"]:
-        lines += [
-            *run_caption(report, run),
-            ("| aggregator | hf_mtl step (s) | torchjd step (s) | time × torchjd (median) | (quartiles) | CPU time × torchjd "
-             "(median) | (quartiles) | hf_mtl peak step (MB) | torchjd peak step (MB) | step memory × torchjd "
-             "| process peak × torchjd | update rel. diff. |"),
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in run["results"]:
-            ours, theirs = r[OURS], r[THEIRS]
-            memory = (f"{ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | {r['memory_ratio']:.3f} | {r['process_memory_ratio']:.3f}"
-                      if "memory_ratio" in r else "– | – | – | –")
-            lines.append(
-                f"| {r['aggregator']} | {ours['median_step_s']:.3f} | {theirs['median_step_s']:.3f} | {ours['ratio_to_torchjd']:.3f} | "
+
+    def row(r: dict[str, Any]) -> str:
+        ours, theirs = r[OURS], r[THEIRS]
+        memory = (f"{ours['peak_mb']:.0f} | {theirs['peak_mb']:.0f} | {r['memory_ratio']:.3f} | {r['process_memory_ratio']:.3f}"
+                  if "memory_ratio" in r else "– | – | – | –")
+        return (f"| {r['aggregator']} | {ours['median_step_s']:.3f} | {theirs['median_step_s']:.3f} | {ours['ratio_to_torchjd']:.3f} | "
                 f"{ours['ratio_q25']:.3f}–{ours['ratio_q75']:.3f} | {ours['cpu_ratio_to_torchjd']:.3f} | "
-                f"{ours['cpu_ratio_q25']:.3f}–{ours['cpu_ratio_q75']:.3f} | {memory} | {r['update_relative_difference']:.1e} |"
-            )
-        lines.append("")
+                f"{ours['cpu_ratio_q25']:.3f}–{ours['cpu_ratio_q75']:.3f} | {memory} | {r['update_relative_difference']:.1e} |")
+
+    lines = run_tables(
+        report,
+        ("| aggregator | hf_mtl step (s) | torchjd step (s) | time × torchjd (median) | (quartiles) | CPU time × torchjd "
+         "(median) | (quartiles) | hf_mtl peak step (MB) | torchjd peak step (MB) | step memory × torchjd "
+         "| process peak × torchjd | update rel. diff. |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", row)
     lines.append(
         load_average_note(report) + f" torchjd {report['environment'].get('torchjd')}, its aggregators at their defaults. "
         "Ratios are hf_mtl / torchjd (below 1: ours is cheaper). Time: our step over the mean of the two torchjd steps "
@@ -302,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
         "model, optimizer and batches (alternating): step time and peak memory as ratios ours / torchjd; prints a "
         "Markdown table and writes a JSON report.",
     )
-    result.add_argument("--weightings", type=_name_list, default=defaults.weightings,
+    result.add_argument("--weightings", type=name_list, default=defaults.weightings,
                         help=f"comma-separated aggregators among {', '.join(AGGREGATORS)} (default: all three)")
     add_common_arguments(result, defaults)
     return result
