@@ -27,6 +27,7 @@ _EXPORTS = {
     "build_datasets": "pipeline",
     "run_training": "pipeline",
     "MultiTaskConfig": "modeling",
+    "resolve_model_path": "modeling",
     "MultiTaskModel": "modeling",
     "MultiTaskTrainer": "trainer",
     "MultiTaskTrainingArguments": "training_args",

@@ -77,13 +77,17 @@ def export(argv: Sequence[str]) -> None:
         "multi-task model's. BERT-family encoders with a pooler export exactly; others are refused.",
         run_help=_RUN_OR_HUB_ID)
     parser.add_argument("--task", required=True, help="the task to export, e.g. mrpc")
-    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument("--output", required=True, help="folder to write: new or empty, unless --overwrite; never a "
+                        "folder that holds a multi-task model (the run, its checkpoints)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder: its files of "
+                        "the same names (config.json, model.safetensors, tokenizer files, README.md) are replaced, "
+                        "others are kept (and uploaded too with --push_to_hub)")
     parser.add_argument("--push_to_hub", action="store_true", help="also upload the folder to the Hub")
     _add_hub_flags(parser)
     args = parser.parse_args(argv)
     output = save_task_model(args.run, args.task, args.output, push_to_hub=args.push_to_hub,
                              hub_model_id=args.hub_model_id, hub_token=args.hub_token,
-                             private=args.hub_private_repo or None)
+                             private=args.hub_private_repo or None, overwrite=args.overwrite)
     print(f"Exported task {args.task} to {output}" + (" and pushed it to the Hub" if args.push_to_hub else ""))
 
 
@@ -119,7 +123,8 @@ def predict(argv: Sequence[str]) -> None:
         "index and prediction: the label name, or the float for a regression task.", run_help=_RUN_OR_HUB_ID)
     parser.add_argument("--task", required=True, help="the task to predict, e.g. sst2")
     parser.add_argument("--input", required=True, help="TSV file to read")
-    parser.add_argument("--output", required=True, help="TSV file to write")
+    parser.add_argument("--output", required=True, help="TSV file to write (missing folders are created; not a folder, "
+                        "not the --input file)")
     _add_inference_flags(parser)
     args = parser.parse_args(argv)
     output = predict_file(args.run, args.task, args.input, args.output, args.max_seq_length,
@@ -150,7 +155,7 @@ def push(argv: Sequence[str]) -> None:
     """Upload a finished run (model, tokenizer, config, model card, curves) to the Hub."""
     from pathlib import Path
 
-    from .hub import upload_folder
+    from .hub import local_run_folder, upload_folder
     from .model_card import write_run_model_card
 
     parser = _run_parser(
@@ -159,6 +164,7 @@ def push(argv: Sequence[str]) -> None:
         "at the end of training.")
     _add_hub_flags(parser)
     args = parser.parse_args(argv)
+    local_run_folder(args.run)
     repo_id = args.hub_model_id or Path(args.run).resolve().name
     write_run_model_card(args.run, model_id=repo_id)
     pushed = upload_folder(args.run, repo_id, token=args.hub_token, private=args.hub_private_repo or None,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,9 +167,23 @@ def _read_glue_folder(spec: TaskSpec, glue_dir: Path, parameter: str) -> dataset
     files = {"train": task_dir / "train.tsv",
              **{split: task_dir / layout.eval_files[split] for split in spec.eval_splits}}
     present = {split: path for split, path in files.items() if path.is_file()}
+    for path in files.values():  # something named train.tsv that is not a readable file must not be skipped silently
+        if path.is_symlink() and not path.exists():
+            raise FileNotFoundError(
+                f"task {spec.name!r}: {path} is a symbolic link to {os.readlink(path)!r}, which does not exist. "
+                f"Point the link at the GLUE {layout.folder} file, or remove it to train or evaluate without that split."
+            )
+        if path.exists() and not path.is_file():
+            raise ValueError(
+                f"task {spec.name!r}: {path} is a folder, not a tab-separated file. Put the original GLUE "
+                f"{layout.folder} file there, or remove {path} to train or evaluate without that split."
+            )
     if not present:
         listed = task_dir if task_dir.is_dir() else glue_dir
-        contents = sorted(entry.name for entry in listed.iterdir())
+        try:
+            contents: Any = sorted(entry.name for entry in listed.iterdir())
+        except OSError as error:  # e.g. a folder without read permission
+            contents = f"nothing readable ({error.strerror})"
         raise FileNotFoundError(
             f"{parameter} {str(glue_dir)!r} has no files for task {spec.name!r}: expected "
             f"{' and/or '.join(str(path) for path in files.values())}; {str(listed)!r} contains {contents}. "
@@ -179,6 +195,11 @@ def _read_glue_folder(spec: TaskSpec, glue_dir: Path, parameter: str) -> dataset
 def _read_glue_file(spec: TaskSpec, layout: _GlueLayout, path: Path) -> datasets.Dataset:
     """One GLUE TSV (read by `read_tsv`) as a prepared split."""
     table = read_tsv(path, header=layout.has_header)
+    if not table.rows and not table.header:
+        raise ValueError(
+            f"task {spec.name!r}: {path} is empty (no line with text). Put the original GLUE {layout.folder} file "
+            "there, or remove it to train or evaluate without that split."
+        )
     if layout.has_header:
         header = table.header
         missing = [source for source in layout.columns.values() if source not in header]
@@ -254,14 +275,77 @@ def read_tsv(path: str | os.PathLike[str], header: bool = True) -> TsvTable:
 
     Quoting is off because the GLUE files contain unbalanced `"` that would merge rows under CSV quoting;
     `utf-8-sig` drops MRPC's byte-order mark; blank lines carry no row but keep the line numbering.
-    With `header`, the first row is the header rather than a row.
+    With `header`, the first row is the header rather than a row. A field may be of any length (the
+    tokenizer truncates long texts). A file that is missing, is a folder, cannot be read or is not
+    UTF-8 is refused with an error that names it (and the line of the first byte that is not UTF-8).
     """
     path = Path(path)
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        numbered = [(line, row) for line, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1)
-                    if row]
+    try:
+        with _TSV_FIELD_LIMIT_LOCK, path.open(encoding="utf-8-sig", newline="") as handle:
+            previous = csv.field_size_limit(_TSV_FIELD_LIMIT)  # process-global: restored below
+            try:
+                numbered = [(line, row) for line, row
+                            in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1) if row]
+            finally:
+                csv.field_size_limit(previous)
+    except UnicodeDecodeError:
+        raise ValueError(_not_utf8(path)) from None
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no such file. Check the path; a relative path is read from {Path.cwd()}."
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a tab-separated file. Pass the path of the .tsv file itself.") from None
+    except PermissionError as error:
+        raise ValueError(
+            f"{path} cannot be read ({error.strerror}). Give this user read access (chmod u+r), or copy the file "
+            "somewhere readable and pass that path."
+        ) from None
+    except OSError as error:
+        raise ValueError(f"{path} cannot be read: {error.strerror or error}. Pass a regular, readable file.") from None
     names = numbered.pop(0)[1] if header and numbered else []
     return TsvTable(path=path, header=names, rows=[row for _, row in numbered], lines=[line for line, _ in numbered])
+
+
+#: csv's default field limit is 131,072 characters; a long text is valid input (the tokenizer truncates it).
+#: The limit is a C long, which is 32 bits on some platforms.
+_TSV_FIELD_LIMIT = min(sys.maxsize, 2**31 - 1)
+#: `csv.field_size_limit` is process-global: raised only while a file is read, one reader at a time.
+_TSV_FIELD_LIMIT_LOCK = threading.Lock()
+
+
+def _not_utf8(path: Path) -> str:
+    """Where and why `path` is not UTF-8: its line, the byte, a look at the line, and how to convert it."""
+    data = path.read_bytes()
+    if data.startswith(b"\x1f\x8b"):
+        return f"{path} is gzip-compressed, not a tab-separated text file. Decompress it (gunzip) and pass the .tsv."
+    if data.startswith(b"PK\x03\x04"):
+        return (f"{path} is a zip archive (or an .xlsx workbook), not a tab-separated text file. Extract the .tsv, or "
+                "save the sheet as tab-separated UTF-8 text, and pass that.")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        start, reason = error.start, error.reason
+    else:  # pragma: no cover - the file changed between the two reads
+        return f"{path} is not valid UTF-8 text. Save it as UTF-8."
+    line = data.count(b"\n", 0, start) + 1
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    line_end = len(data) if line_end == -1 else line_end
+    # The line around the bad byte, at most 30 bytes either side, bytes that are not UTF-8 shown as \xe9.
+    left, right = max(line_start, start - 30), min(line_end, start + 31)
+    shown = data[left:right].rstrip(b"\r").decode("utf-8", errors="backslashreplace")
+    shown = "".join(char if char.isprintable() else repr(char)[1:-1] for char in shown)  # a tab as \t, NUL as \x00
+    shown = ("..." if left > line_start else "") + shown + ("..." if right < line_end else "")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        guess, source = "it starts with a UTF-16 byte-order mark (Excel's 'Unicode Text')", "utf-16"
+    else:  # Windows-1252 puts its curly quotes and dashes at 0x80..0x9f, where Latin-1 has control characters
+        guess = "it looks like Latin-1 / Windows-1252"
+        source = "cp1252" if 0x80 <= data[start] <= 0x9F else "latin1"
+    return (
+        f"{path}, line {line}: byte 0x{data[start]:02x} (column {start - line_start + 1}, in \"{shown}\") is not UTF-8 "
+        f"({reason}); {guess}. Save the file as UTF-8, e.g. iconv -f {source} -t utf-8 {path} > utf8.tsv, and pass that."
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,9 +413,10 @@ def _encode_labels(spec: TaskSpec, values: pa.ChunkedArray, locate: Callable[[in
     is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
     if spec.kind == "regression":
         numbers = pd.to_numeric(raw, errors="coerce") if is_text else raw
-        array = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isfinite(array)
-        valid, dtype = "a finite number", np.float32
+        # Checked as the float32 the model trains on: 1e39 is finite as text but inf in float32.
+        array = _float32(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
+        bad = ~np.isfinite(array) | _outside_range(array, spec)
+        valid, dtype = _valid_targets(spec), np.float32
     else:
         if is_text:
             by_name = raw.map({name: index for index, name in enumerate(spec.label_names or ())})
@@ -347,10 +432,33 @@ def _encode_labels(spec: TaskSpec, values: pa.ChunkedArray, locate: Callable[[in
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"task {spec.name!r}: {locate(first)}: label {values[first].as_py()!r} is not a valid {spec.kind} label "
-            f"({int(bad.sum())} such row(s)); valid values are {valid}. Fix the data, or the TaskSpec "
-            "(num_labels, label_names, kind) if it describes the task wrongly."
+            f"({int(bad.sum())} such row(s)); valid values are {valid}. Fix or remove the row(s), or fix the TaskSpec "
+            f"({'label_range, kind' if spec.kind == 'regression' else 'num_labels, label_names, kind'}) "
+            "if it describes the task wrongly."
         )
     return array.astype(dtype)
+
+
+def _float32(targets: np.ndarray) -> np.ndarray:
+    """Regression targets as float32; a value too large for float32 becomes inf (and is then refused)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(targets).astype(np.float32)
+
+
+def _outside_range(targets: np.ndarray, spec: TaskSpec) -> np.ndarray:
+    """Which float32 targets lie outside `spec.label_range` (bounds rounded to float32 as well, so a stored
+    0.1 equals a bound of 0.1); all False without a range. NaN is not "outside": it is non-finite."""
+    if spec.label_range is None:
+        return np.zeros(targets.shape, dtype=bool)
+    low, high = _float32(np.array(spec.label_range, dtype=np.float64))
+    return (targets < low) | (targets > high)
+
+
+def _valid_targets(spec: TaskSpec) -> str:
+    if spec.label_range is None:
+        return "finite numbers"
+    low, high = spec.label_range
+    return f"numbers from {low:g} to {high:g}, both included (TaskSpec label_range of {spec.name!r})"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -432,12 +540,17 @@ def label_statistics(dataset: datasets.Dataset, spec: TaskSpec) -> LabelStatisti
     # A split that did not come through prepare_dataset (a user's own tokenised data) is checked here too:
     # a NaN target or a fractional class id would otherwise only show up as a NaN loss, or silently truncated.
     numbers = labels.astype(np.float64)
-    bad = ~np.isfinite(numbers) if spec.kind == "regression" else ~np.isfinite(numbers) | (numbers % 1 != 0)
+    if spec.kind == "regression":
+        stored = _float32(numbers)
+        bad = ~np.isfinite(stored) | _outside_range(stored, spec)
+        valid = f"; valid values are {_valid_targets(spec)}"
+    else:
+        bad, valid = ~np.isfinite(numbers) | (numbers % 1 != 0), ""
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"task {spec.name!r}: row {first} has label {_arrow_column(dataset, column)[first].as_py()!r}, not a valid {spec.kind} label "
-            f"({int(bad.sum())} such row(s)). Prepare the data with prepare_dataset, which reports the offending row."
+            f"({int(bad.sum())} such row(s)){valid}. Prepare the data with prepare_dataset, which reports the offending row."
         )
     if spec.kind == "regression":
         targets = numbers

@@ -3,7 +3,9 @@
 * `export_task(model, task)` builds the single-task model (encoder + that task's head, `id2label` /
   `label2id` from the task) and checks that its logits equal the multi-task model's.
 * `save_task_model(RUN, task, DIR)` writes it with the tokenizer and its own model card
-  (`hf_mtl.model_card.render_task_card`) to a folder, and optionally pushes it (`hf-mtl export`).
+  (`hf_mtl.model_card.render_task_card`) to a folder, and optionally pushes it (`hf-mtl export`). It
+  writes into a new or empty folder only, unless `overwrite=True` (`--overwrite`), and never into a
+  folder that holds a multi-task model (the run itself, one of its checkpoints, another run).
 
 Which encoders export exactly. Every head of a `MultiTaskModel` is dropout and a linear layer on the
 encoder's pooled output. An encoder exports when its `*ForSequenceClassification` class has exactly
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from .hub import load_run, task_spec, upload_folder
+from .hub import holds_multitask_model, load_run, task_spec, upload_folder
 from .model_card import MODEL_CARD, render_task_card, run_eval_metrics
 from .modeling import MultiTaskModel
 
@@ -128,13 +130,19 @@ def save_task_model(
     hub_model_id: str | None = None,
     hub_token: str | None = None,
     private: bool | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write task `task` of a run (a run folder, a Hub id or a `MultiTaskModel`) as a standard
     sequence-classification model folder: weights, config, tokenizer and a model card.
 
-    With `push_to_hub`, the folder is uploaded to `hub_model_id` (default: the folder's name under
-    your namespace) in one commit.
+    `output_dir` must be new or empty; with `overwrite=True` the export is written into a non-empty folder
+    (its files of the same names are replaced, others are kept). A folder that holds a multi-task model
+    (the run being exported, one of its `checkpoint-*` folders, another run) is refused even then: the
+    export would replace that model. With `push_to_hub`, the folder is uploaded to `hub_model_id`
+    (default: the folder's name under your namespace) in one commit.
     """
+    source = output_dir if isinstance(run, MultiTaskModel) else run
+    check_export_folder(output_dir, overwrite, suggestion=f"{str(source).rstrip('/')}-{task}")  # before loading anything
     eval_metrics: dict[str, float] = {}
     if isinstance(run, MultiTaskModel):
         model = run
@@ -157,3 +165,28 @@ def save_task_model(
         upload_folder(output, model_id, token=hub_token, private=private, commit_message=f"Export task {task} from hf_mtl")
     return output
 
+
+def check_export_folder(output_dir: str | os.PathLike[str], overwrite: bool = False, suggestion: str | None = None) -> None:
+    """Refuse an export folder that would lose data: a file, a folder holding a multi-task model (always: the
+    run's own model files would be replaced), or a non-empty folder without `overwrite`."""
+    output = Path(output_dir)
+    other = f" Choose a new folder, e.g. --output {suggestion}." if suggestion else " Choose a new folder."
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output} is a file; the export is a folder (config.json, model.safetensors, the "
+                         f"tokenizer and README.md).{other}")
+    if not output.is_dir():
+        return
+    if holds_multitask_model(output):
+        raise ValueError(
+            f"--output {output} holds a multi-task hf_mtl model (a run or one of its checkpoints): the export would "
+            "replace its config.json and model.safetensors with a single-task model, so this is refused even with "
+            f"--overwrite.{other}"
+        )
+    entries = sorted(entry.name for entry in output.iterdir())
+    if entries and not overwrite:
+        shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+        raise ValueError(
+            f"--output {output} is not empty ({shown}); the export would replace its config.json, model weights, "
+            f"tokenizer files and README.md.{other} Or pass --overwrite (overwrite=True in Python) to write into it; "
+            "its other files are kept."
+        )

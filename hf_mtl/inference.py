@@ -53,6 +53,12 @@ def evaluate_run(
     from .arguments import DataArguments
     from .pipeline import build_datasets
 
+    if output_dir is None:
+        output_dir = Path(run) / "evaluate" if Path(run).is_dir() else Path(f"evaluate-{str(run).rstrip('/').split('/')[-1]}")
+    for folder in (Path(output_dir), *Path(output_dir).parents):
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"--output_dir {output_dir}: {folder} is a file, not a folder; eval_results.json goes into "
+                             "a folder (missing folders are created). Pass another --output_dir.")
     model, tokenizer = load_run(run)
     specs = select_tasks(model.config, tasks)
     data_args = data_args or DataArguments()
@@ -61,8 +67,6 @@ def evaluate_run(
     if not eval_sets:
         raise ValueError(f"evaluate: no evaluation split found for tasks {[s.name for s in specs]} in the data given "
                          "(--glue_dir / $GLUE_DIR, else the Hub).")
-    if output_dir is None:
-        output_dir = Path(run) / "evaluate" if Path(run).is_dir() else Path(f"evaluate-{str(run).rstrip('/').split('/')[-1]}")
     trainer = _inference_trainer(model, tokenizer, specs, output_dir, batch_size, eval_sets)
     metrics = trainer.evaluate()
     metrics.pop("epoch", None)  # the Trainer's log adds its epoch counter (0: nothing was trained here)
@@ -118,14 +122,15 @@ def predict_file(
     """Predict task `task` of a saved model for every row of a TSV file (see `read_task_inputs`).
 
     Writes a TSV with `index` and `prediction`: the label name for classification, the float for regression.
+    Missing folders of `output_path` are created; see `check_prediction_paths` for what is refused.
     """
     import datasets
 
+    output = check_prediction_paths(input_path, output_path, task)
     model, tokenizer = load_run(run)
     spec = task_spec(model.config, task)
     prepared, index = read_task_inputs(spec, input_path)
     tokenized = tokenize_splits(datasets.DatasetDict({"test": prepared}), spec, tokenizer, max_seq_length)["test"]
-    output = Path(output_path)
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; predicting writes nothing there
         trainer = _inference_trainer(model, tokenizer, [spec], scratch, batch_size)
         # Labels (real or placeholder) are not needed to predict; without them no loss is computed.
@@ -139,4 +144,32 @@ def predict_file(
     with output.open("w", encoding="utf-8") as handle:
         handle.write("index\tprediction\n")
         handle.writelines(f"{i}\t{p}\n" for i, p in zip(index, predictions))
+    return output
+
+
+def check_prediction_paths(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], task: str = "TASK") -> Path:
+    """Refuse, before any model is loaded, an `--input` that is missing or a folder and an `--output` that is a
+    folder, lies under a file, or is the `--input` file itself (writing would destroy the rows being
+    predicted). Returns the output path; its missing parent folders are created when it is written."""
+    source, output = Path(input_path), Path(output_path)
+    if not source.exists():
+        raise FileNotFoundError(f"--input {source}: no such file (a relative path is read from {Path.cwd()}). Pass the "
+                                "TSV file to predict, with a header line naming the task's text columns.")
+    if source.is_dir():
+        tsv = sorted(p.name for p in source.glob("*.tsv"))[:3]
+        example = f" (it holds {', '.join(tsv)})" if tsv else " (it holds no .tsv file)"
+        raise ValueError(f"--input {source} is a folder{example}; pass the TSV file itself"
+                         + (f", e.g. --input {source / tsv[0]}." if tsv else "."))
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; pass the path of the file to write, e.g. --output "
+                         f"{output / f'{task}-predictions.tsv'}.")
+    for parent in output.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"--output {output}: {parent} is a file, not a folder, so nothing can be written "
+                                 "under it. Pass a file path in a folder (missing folders are created).")
+            break
+    if output.exists() and output.samefile(source):
+        raise ValueError(f"--output {output} is the --input file: writing the predictions would replace the rows being "
+                         f"predicted. Pass another path, e.g. --output {output.with_name(output.stem + '-predictions.tsv')}.")
     return output

@@ -56,7 +56,8 @@ class MultiTaskConfig(PreTrainedConfig):
 
     Args:
         encoder: the configuration of the shared encoder (any `AutoModel` architecture), as a config or a dict.
-        tasks: one dict per task (`TaskSpec.to_dict()`): name, kind, num_labels, text columns, label names.
+        tasks: one dict per task (`TaskSpec.to_dict()`): name, kind, num_labels, text columns, label names,
+            label range (absent in configs saved before it existed: see `TaskSpec.from_dict`).
         classifier_dropout: dropout before each head; the encoder's `hidden_dropout_prob` when None.
         weighting: the loss-weighting strategy the model was trained with (name and hyperparameters),
             kept for the model card and for reproducing the run.

@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shutil
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import transformers
@@ -27,9 +30,20 @@ from .training_args import MultiTaskTrainingArguments
 
 logger = logging.getLogger("hf_mtl")
 
+#: Files that make an output folder a finished run: a saved model (what `save_model` writes) ...
+RUN_MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json", "training_args.bin")
+#: ... or a run's results (what `hf-mtl train` writes after training and evaluation).
+RUN_RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json", "trainer_state.json",
+                    TRAINING_ARGS_FILE)
+_CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
+
 
 def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArguments) -> tuple[dict, dict]:
-    """Load, cap and tokenise every task: (train sets by task, evaluation sets by eval key)."""
+    """Load, cap and tokenise every task: (train sets by task, evaluation sets by eval key).
+
+    A split whose data is absent is left out; `missing_eval_splits` says which evaluation splits are.
+    """
     train, evaluation = {}, {}
     for spec in tasks:
         splits = cap_rows(load_task_splits(spec, data_args.glue_dir), data_args.max_train_samples, data_args.max_eval_samples)
@@ -42,7 +56,110 @@ def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArgument
     return train, evaluation
 
 
-def train(argv: Sequence[str]) -> dict[str, float]:
+def missing_eval_splits(tasks: Sequence[Any], evaluation: dict) -> dict[str, list[str]]:
+    """{task: its evaluation splits absent from `evaluation` (as returned by `build_datasets`)}, tasks with one."""
+    missing = {spec.name: [split for split, key in spec.eval_keys().items() if key not in evaluation] for spec in tasks}
+    return {name: splits for name, splits in missing.items() if splits}
+
+
+def _eval_source(spec: Any, split: str, data_args: DataArguments) -> str:
+    """Where `split` of `spec` would have come from: its file in the GLUE folder, else the split's name."""
+    from .data import _GLUE_LAYOUTS
+
+    glue_dir = data_args.glue_dir or os.environ.get("GLUE_DIR")
+    layout = _GLUE_LAYOUTS.get(spec.name)
+    if glue_dir and layout is not None and split in layout.eval_files:
+        return str(Path(glue_dir) / layout.folder / layout.eval_files[split])
+    return f"its {split!r} split"
+
+
+def check_eval_coverage(tasks: Sequence[Any], evaluation: dict, data_args: DataArguments) -> dict[str, str]:
+    """With --do_eval, every task's evaluation data must be there (a ValueError naming the missing file and
+    the task otherwise), unless --eval_available_only: then the tasks that have it are evaluated, the log
+    says which, and the returned {result key: value} records it for the results files ({} when all are)."""
+    missing = missing_eval_splits(tasks, evaluation)
+    if not missing:
+        return {}
+    by_name = {spec.name: spec for spec in tasks}
+    described = "; ".join(f"task {name}: {' and '.join(_eval_source(by_name[name], split, data_args) for split in splits)}"
+                          f" not found" for name, splits in missing.items())
+    covered = [spec.name for spec in tasks if len(missing.get(spec.name, ())) < len(spec.eval_keys())]
+    if not covered:
+        raise ValueError(f"--do_eval: none of the tasks has evaluation data ({described}). Add the evaluation files, "
+                         "or drop --do_eval.")
+    if not data_args.eval_available_only:
+        raise ValueError(
+            f"--do_eval: {described}. Add the evaluation file(s), drop the task(s) from --tasks, or pass "
+            f"--eval_available_only to evaluate {','.join(covered)} only (eval_glue_score then covers those tasks)."
+        )
+    not_evaluated = [f"{name}/{split}" for name, splits in missing.items() for split in splits]
+    logger.warning("--eval_available_only: no evaluation data for %s (%s); evaluating %s, and eval_glue_score covers "
+                   "%s only.", ", ".join(not_evaluated), described, ",".join(covered), ",".join(covered))
+    return {"eval_glue_score_tasks": ",".join(covered), "eval_not_evaluated": ",".join(not_evaluated)}
+
+
+def _previous_checkpoints(output_dir: str) -> list[str]:
+    return sorted(name for name in os.listdir(output_dir)
+                  if _CHECKPOINT_DIR.match(name) and os.path.isdir(os.path.join(output_dir, name)))
+
+
+def finished_run_files(output_dir: str) -> list[str]:
+    """The files of `output_dir` that make it a finished run (a saved model or results), [] if none."""
+    return [name for name in (*RUN_MODEL_FILES, *RUN_RESULT_FILES) if os.path.isfile(os.path.join(output_dir, name))]
+
+
+def output_dir_checkpoint(training_args: MultiTaskTrainingArguments) -> str | None:
+    """run_glue.py's rule for `--output_dir`, checked before any data is read; returns the checkpoint to resume
+    from (None: train from scratch).
+
+    An output folder with `checkpoint-*` folders resumes from the last complete one (or from
+    --resume_from_checkpoint). One that holds a finished run (`finished_run_files`) and no checkpoint is
+    refused unless --overwrite_output_dir, which also turns resuming off (but for --resume_from_checkpoint);
+    so is one whose checkpoints are all incomplete and that holds a finished run. Any other folder (missing, empty,
+    holding unrelated files such as a log) is trained into.
+    """
+    out = training_args.output_dir
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--output_dir {out} is a file, not a folder; pass a folder (it is created if missing).")
+    explicit = training_args.resume_from_checkpoint
+    if not training_args.do_train or training_args.overwrite_output_dir or not os.path.isdir(out):
+        return explicit if training_args.do_train else None
+    if _previous_checkpoints(out):
+        if explicit is not None:
+            return explicit
+        checkpoint = last_complete_checkpoint(out)
+        if checkpoint is not None:
+            logger.info("Checkpoint found in %s: resuming from %s", out, checkpoint)
+            return checkpoint
+    finished = finished_run_files(out)
+    if finished:
+        raise ValueError(
+            f"--output_dir {out} already holds a finished run ({', '.join(finished)}) and no complete checkpoint-* folder to "
+            "resume from: training would overwrite it. Pass another --output_dir, or --overwrite_output_dir to train "
+            "from scratch in its place (the old results files are then deleted)."
+        )
+    return explicit
+
+
+def clear_previous_run(training_args: MultiTaskTrainingArguments) -> None:
+    """--overwrite_output_dir, when training starts: delete the old run's checkpoints and results files, so that
+    a later resume cannot pick an old checkpoint and all_results.json cannot mix old and new metrics."""
+    out = training_args.output_dir
+    if not (training_args.overwrite_output_dir and os.path.isdir(out) and training_args.should_save):
+        return
+    resumed = training_args.resume_from_checkpoint
+    stale = [name for name in _previous_checkpoints(out)  # but not the checkpoint this run resumes from
+             if resumed is None or os.path.realpath(os.path.join(out, name)) != os.path.realpath(resumed)]
+    stale += [name for name in RUN_RESULT_FILES if os.path.isfile(os.path.join(out, name))]
+    if not stale:
+        return
+    logger.warning("--overwrite_output_dir: deleting the previous run's %s from %s.", ", ".join(stale), out)
+    for name in stale:
+        path = os.path.join(out, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def train(argv: Sequence[str]) -> dict[str, Any]:
     """`hf-mtl train ARGV`: parse the flags (and config file), set up logging, run `run_training`."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model_args, data_args, training_args = parse_train_args(argv)
@@ -51,15 +168,19 @@ def train(argv: Sequence[str]) -> dict[str, float]:
 
 
 def run_training(model_args: ModelArguments, data_args: DataArguments,
-                 training_args: MultiTaskTrainingArguments) -> dict[str, float]:
+                 training_args: MultiTaskTrainingArguments) -> dict[str, Any]:
     """Fine-tune one encoder on several tasks; writes the model, `all_results.json` and `eval_results.json`.
 
     The `run_glue.py` flow: load and tokenise every task, build the model (or continue a saved one),
-    train (resuming from the last complete checkpoint in `output_dir`), evaluate, save, push.
+    train (resuming from the last complete checkpoint in `output_dir`), evaluate, save, push. An
+    `output_dir` holding a finished run is refused unless --overwrite_output_dir (`output_dir_checkpoint`);
+    with --do_eval, a task without evaluation data is refused unless --eval_available_only
+    (`check_eval_coverage`): both before training.
     """
     if not training_args.tasks:
         raise ValueError("--tasks is required, e.g. --tasks sst2,mrpc,stsb.")
     tasks = parse_tasks(training_args.tasks)
+    checkpoint = output_dir_checkpoint(training_args)  # before any model or data is read
     set_seed(training_args.seed)
 
     model_path = resolve_model_path(model_args.model_name_or_path)
@@ -71,8 +192,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
     if training_args.do_train and len(train_sets) != len(tasks):
         missing = [t.name for t in tasks if t.name not in train_sets]
         raise ValueError(f"--do_train: no training split for {missing}; add their train.tsv to --glue_dir or drop them from --tasks.")
-    if training_args.do_eval and not eval_sets:
-        raise ValueError("--do_eval: none of the tasks has an evaluation split in the data given.")
+    coverage = check_eval_coverage(tasks, eval_sets, data_args) if training_args.do_eval else {}
 
     if config.model_type == "hf_mtl":
         model = MultiTaskModel.from_pretrained(model_path)
@@ -87,13 +207,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
         processing_class=tokenizer,
         tasks=tasks,
     )
-    results: dict[str, float] = {}
+    results: dict[str, Any] = {}
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = last_complete_checkpoint(training_args.output_dir)
-            if checkpoint is not None:
-                logger.info("Checkpoint found in %s: resuming from %s", training_args.output_dir, checkpoint)
+        clear_previous_run(training_args)
         train_result = trainer.train(resume_from_checkpoint=checkpoint)
         if trainer.interrupted_by is not None:
             name = signal.Signals(trainer.interrupted_by).name
@@ -111,6 +227,10 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
         results.update(metrics)
     if training_args.do_eval:
         metrics = trainer.evaluate()
+        if coverage:
+            logger.warning("eval_glue_score covers %s only; not evaluated (no data): %s.",
+                           coverage["eval_glue_score_tasks"], coverage["eval_not_evaluated"])
+            metrics.update(coverage)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)

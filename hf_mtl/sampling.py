@@ -70,6 +70,11 @@ class MultiTaskBatchSampler(Sampler[list[tuple[int, int]]]):
     def __init__(self, task_sizes: Sequence[int], batch_size: int, seed: int = 0, batches_per_step: int = 1) -> None:
         if batch_size < 1:
             raise ValueError(f"per_device_train_batch_size={batch_size} must be at least 1.")
+        if batches_per_step < 1:
+            raise ValueError(f"batches_per_step={batches_per_step} (processes x --gradient_accumulation_steps) must be "
+                             "at least 1; pass --gradient_accumulation_steps 1 or more.")
+        if not task_sizes:
+            raise ValueError("task_sizes is empty: the multi-task stream needs at least one task with training rows.")
         self.task_sizes = list(task_sizes)
         self.rows_per_task = batch_size
         # accelerate's BatchSamplerShard reads `batch_size` as the number of indices in one batch to

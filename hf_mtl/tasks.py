@@ -9,6 +9,8 @@ onto the same names, so everything downstream sees one shape whatever the source
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -37,6 +39,8 @@ class TaskSpec:
         metrics: what judges the task on its evaluation splits; see `Metric`.
         eval_splits: the evaluation splits of the task's `DatasetDict`, in reporting order.
         hub_config: the configuration name of the task in `nyu-mll/glue` (GLUE tasks only).
+        label_range: the valid targets `(low, high)`, both included, of a regression task (STS-B: `(0, 5)`);
+            a target outside it is refused when the data is prepared, naming the row. None: any finite number.
     """
 
     name: str
@@ -48,6 +52,7 @@ class TaskSpec:
     metrics: tuple[Metric, ...] = ("accuracy",)
     eval_splits: tuple[str, ...] = ("validation",)
     hub_config: str | None = None
+    label_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
@@ -75,6 +80,31 @@ class TaskSpec:
                 )
         if not self.eval_splits:
             raise ValueError(f"TaskSpec {self.name!r}: eval_splits must name at least one split.")
+        if self.label_range is not None:
+            self._check_label_range()
+
+    def _check_label_range(self) -> None:
+        """`label_range` is two finite numbers, low < high, on a regression task; stored as a tuple of floats."""
+        value = self.label_range
+        if self.kind != "regression":
+            raise ValueError(
+                f"TaskSpec {self.name!r}: label_range={value!r} is for a regression task's targets; a {self.kind} "
+                f"task's labels are the class ids 0..{self.num_labels - 1}. Drop label_range (leave it None)."
+            )
+        values = tuple(value) if isinstance(value, (list, tuple)) else ()
+        if len(values) != 2 or not all(
+            isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in values
+        ):
+            raise ValueError(
+                f"TaskSpec {self.name!r}: label_range={value!r} must be two finite numbers (low, high), "
+                "e.g. label_range=(0, 5), or None for any finite target."
+            )
+        if not values[0] < values[1]:
+            raise ValueError(
+                f"TaskSpec {self.name!r}: label_range={value!r} has low >= high; give (low, high) with low < high, "
+                "e.g. label_range=(0, 5)."
+            )
+        object.__setattr__(self, "label_range", (float(values[0]), float(values[1])))
 
     def eval_keys(self) -> dict[str, str]:
         """Split name -> key used in metric names: `validation` -> `mrpc`,
@@ -92,6 +122,7 @@ class TaskSpec:
             "text_columns": list(self.text_columns),
             "label_column": self.label_column,
             "label_names": list(self.label_names) if self.label_names is not None else None,
+            "label_range": list(self.label_range) if self.label_range is not None else None,
         }
 
     @classmethod
@@ -100,13 +131,17 @@ class TaskSpec:
         for key in ("text_columns", "label_names", "metrics", "eval_splits"):
             if known.get(key) is not None:
                 known[key] = tuple(known[key])
-        if "metrics" not in known and data.get("name") in GLUE_TASKS:
-            known["metrics"] = GLUE_TASKS[data["name"]].metrics
+        glue = GLUE_TASKS.get(data.get("name"))  # type: ignore[arg-type]
+        if "metrics" not in known and glue is not None:
+            known["metrics"] = glue.metrics
+        # A config saved before label_range existed: a GLUE task of the same kind gets GLUE's documented range.
+        if "label_range" not in data and glue is not None and data.get("kind") == glue.kind:
+            known["label_range"] = glue.label_range
         return cls(**known)
 
 
 def _glue(name: str, kind: TaskKind, text: Sequence[str], labels: Sequence[str] | None, metrics: Sequence[str],
-          eval_splits: Sequence[str] = ("validation",)) -> TaskSpec:
+          eval_splits: Sequence[str] = ("validation",), label_range: tuple[float, float] | None = None) -> TaskSpec:
     return TaskSpec(
         name=name,
         kind=kind,
@@ -116,6 +151,7 @@ def _glue(name: str, kind: TaskKind, text: Sequence[str], labels: Sequence[str] 
         metrics=tuple(metrics),
         eval_splits=tuple(eval_splits),
         hub_config=name,
+        label_range=label_range,
     )
 
 
@@ -127,7 +163,8 @@ GLUE_TASKS: dict[str, TaskSpec] = {
         _glue("sst2", "classification", ["sentence"], ["negative", "positive"], ["accuracy"]),
         _glue("mrpc", "classification", ["sentence1", "sentence2"], ["not_equivalent", "equivalent"],
               ["f1", "accuracy"]),
-        _glue("stsb", "regression", ["sentence1", "sentence2"], None, ["pearson", "spearmanr"]),
+        # STS-B similarity scores are documented as 0 (unrelated) .. 5 (equivalent).
+        _glue("stsb", "regression", ["sentence1", "sentence2"], None, ["pearson", "spearmanr"], label_range=(0, 5)),
         _glue("qqp", "classification", ["question1", "question2"], ["not_duplicate", "duplicate"],
               ["f1", "accuracy"]),
         _glue("mnli", "classification", ["premise", "hypothesis"], ["entailment", "neutral", "contradiction"],

@@ -46,6 +46,8 @@ from transformers.trainer_utils import EvalPrediction
 from .callbacks import WeightingStateCallback, signals_to_checkpoint
 from .checkpoint import (
     WEIGHTING_STATE_FILE,
+    checkpoint_damage,
+    intact_checkpoint_before,
     is_complete_checkpoint,
     last_complete_checkpoint,
     load_engine_state,
@@ -198,21 +200,33 @@ class MultiTaskTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
         """`Trainer.train`, resuming the weighting's state too. `resume_from_checkpoint=True` takes the last
-        complete checkpoint of `output_dir` (a half-written one is skipped); a path must be complete."""
+        complete, intact checkpoint of `output_dir` (a half-written or damaged one is skipped with a warning);
+        a path must be complete and intact (`checkpoint_damage`), and its weighting state must fit this run."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
             checkpoint = last_complete_checkpoint(self.args.output_dir)
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True: no complete checkpoint in {self.args.output_dir}.")
         if isinstance(checkpoint, str):
+            if not os.path.isdir(checkpoint):
+                raise FileNotFoundError(
+                    f"resume_from_checkpoint: {checkpoint} is not a folder; pass a checkpoint-N folder of an earlier run's "
+                    "--output_dir, or leave the flag out to resume from the last intact checkpoint of --output_dir.")
             if not is_complete_checkpoint(checkpoint):
-                usable = last_complete_checkpoint(os.path.dirname(os.path.abspath(checkpoint)))
+                usable = intact_checkpoint_before(checkpoint)
                 raise ValueError(
                     f"resume_from_checkpoint: {checkpoint} is incomplete (no trainer_state.json or {WEIGHTING_STATE_FILE}: "
                     f"the run stopped while writing it). Resume from {usable or 'an earlier complete checkpoint'} instead."
                 )
-            self.step_engine.load_state_dict(load_engine_state(checkpoint))
+            problem = checkpoint_damage(checkpoint)
+            if problem is not None:
+                usable = intact_checkpoint_before(checkpoint, or_after=True)
+                instead = (f"Resume from the last intact one instead (--resume_from_checkpoint {usable})" if usable
+                           else f"There is no intact checkpoint next to it: restore that file, or delete {checkpoint} to start over")
+                raise ValueError(f"resume_from_checkpoint: {checkpoint} is damaged: {problem}. {instead}.")
+            engine_state = load_engine_state(checkpoint, self.step_engine.state_dict())  # checked before either loads
             load_weighting_state(self.weighting, checkpoint)
+            self.step_engine.load_state_dict(engine_state)
         self.interrupted_by = None
         with signals_to_checkpoint(self):
             return super().train(checkpoint, *args, **kwargs)

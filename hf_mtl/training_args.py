@@ -7,6 +7,8 @@ every field is a `hf-mtl train` flag and a key of a YAML/JSON config file.
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -58,6 +60,17 @@ class MultiTaskTrainingArguments(WeightingHyperparameters, _TasksAndWeighting, T
             "choices": list(NAN_POLICIES),
         },
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Train from scratch into an --output_dir that already holds a run, as in run_glue.py. Without "
+            "it, an output_dir with checkpoint-* folders resumes from the last complete one, and one that holds a "
+            "finished run (a model: config.json, model.safetensors, ...; or results: all_results.json, "
+            "trainer_state.json, ...) and no checkpoint is refused before any data is read. With it, no checkpoint "
+            "is resumed, and the old run's checkpoint-* folders and results files are deleted when training starts "
+            "(so that a later resume or all_results.json cannot mix the two runs); the model is overwritten."
+        },
+    )
     checkpoint_on_signal: bool = field(
         default=True,
         metadata={
@@ -67,6 +80,9 @@ class MultiTaskTrainingArguments(WeightingHyperparameters, _TasksAndWeighting, T
     )
 
     def __post_init__(self) -> None:
+        if isinstance(self.tasks, list | tuple):  # tasks=["sst2", "mrpc"] is tasks="sst2,mrpc"
+            self.tasks = ",".join(map(str, self.tasks))
+        _check_counts(self)  # before the Trainer's own checks, which let these through or fail obscurely
         _use_cpu_without_accelerator(self)
         super().__post_init__()
         # The strategy name and the hyperparameters it uses are checked here, once (by their declarations).
@@ -90,6 +106,57 @@ _shadowed = {f.name for f in fields(WeightingHyperparameters)} & (
 )
 if _shadowed:
     raise TypeError(f"weighting flag(s) {', '.join(sorted(_shadowed))} clash with other training arguments; rename them.")
+
+
+def _check_counts(args: TrainingArguments) -> None:
+    """The count flags the Trainer does not check itself (or checks only where they crash, late, or never),
+    each refused with the flag, the value and the valid range. Left to transformers: --logging_steps 0,
+    non-integer steps above 1, --warmup_steps < 0, --torch_empty_cache_steps, --eval_steps 0 (= logging_steps)."""
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    def refuse(flag: str, value: Any, requirement: str) -> None:
+        raise ValueError(f"--{flag} must be {requirement}, got {value!r}.")
+
+    for flag, meaning in (("per_device_train_batch_size", "rows of each task per device and micro-batch; default 8"),
+                          ("per_device_eval_batch_size", "rows per device in an evaluation batch; default 8"),
+                          ("gradient_accumulation_steps", "micro-batches summed into one optimizer step; default 1")):
+        value = getattr(args, flag)
+        if not whole(value) or value < 1:
+            refuse(flag, value, f"a whole number >= 1 ({meaning})")
+    if not whole(args.max_steps) or args.max_steps == 0 or args.max_steps < -1:
+        refuse("max_steps", args.max_steps, "a whole number >= 1 (optimizer steps to train), or -1 (the default: "
+               "train for --num_train_epochs)")
+    epochs = args.num_train_epochs
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Real) or not (math.isfinite(epochs) and epochs > 0):
+        refuse("num_train_epochs", epochs, "a finite number > 0 (fractions allowed, e.g. 0.5; default 3)")
+    for flag, strategy in (("logging_steps", args.logging_strategy), ("eval_steps", args.eval_strategy),
+                           ("save_steps", args.save_strategy)):
+        value = getattr(args, flag)
+        if str(getattr(strategy, "value", strategy)) != "steps" or value is None:
+            continue
+        zero_left_to_transformers = flag != "save_steps"  # it refuses --logging_steps 0; --eval_steps 0 is "unset"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0 \
+                or (value == 0 and not zero_left_to_transformers):
+            kind = flag.split("_")[0]
+            refuse(flag, value, f"a whole number of optimizer steps >= 1, or a fraction in (0, 1) of the training "
+                   f"steps (with --{kind}_strategy steps; --{kind}_strategy no turns it off)")
+    if args.save_total_limit is not None and (not whole(args.save_total_limit) or args.save_total_limit < 1):
+        refuse("save_total_limit", args.save_total_limit, "a whole number >= 1 (checkpoints kept; transformers would "
+               "read 0 or less as 'keep every checkpoint'), or unset to keep every checkpoint (--save_strategy no "
+               "saves none)")
+    if args.eval_accumulation_steps is not None and (not whole(args.eval_accumulation_steps)
+                                                     or args.eval_accumulation_steps < 1):
+        refuse("eval_accumulation_steps", args.eval_accumulation_steps, "a whole number >= 1 (evaluation batches "
+               "kept on the device before moving them to the CPU), or unset")
+    if not whole(args.dataloader_num_workers) or args.dataloader_num_workers < 0:
+        refuse("dataloader_num_workers", args.dataloader_num_workers, "a whole number >= 0 (worker processes; 0, the "
+               "default, loads data in the main process)")
+    if args.dataloader_prefetch_factor is not None and (not whole(args.dataloader_prefetch_factor)
+                                                        or args.dataloader_prefetch_factor < 1):
+        refuse("dataloader_prefetch_factor", args.dataloader_prefetch_factor, "a whole number >= 1 (batches loaded "
+               "ahead by each worker), or unset")
 
 
 def _use_cpu_without_accelerator(args: TrainingArguments) -> None:

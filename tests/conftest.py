@@ -77,8 +77,46 @@ def tiny_checkpoint(tmp_path_factory, minilm_path: str) -> str:
     return str(path)
 
 
-#: The three GLUE tasks most tests train on: one of each shape (single sentence, regression, pair).
+#: The three GLUE tasks most trainer and engine tests use: a single sentence, a regression, a pair.
 TASKS3 = ("sst2", "stsb", "mrpc")
+
+
+def glue_specs(*names: str) -> list:
+    from hf_mtl.tasks import GLUE_TASKS
+
+    return [GLUE_TASKS[name] for name in names]
+
+
+#: `TASKS3` as specs.
+TASKS = glue_specs(*TASKS3)
+#: What the strategy tests weight: 2 classes, 3 classes and a regression.
+WEIGHTING_TASKS = glue_specs("sst2", "mnli", "stsb")
+
+#: Fast, deterministic training for tests: plain SGD at a constant rate, no clipping, a log every step.
+TEST_TRAINING = dict(per_device_train_batch_size=8, max_steps=2, learning_rate=0.5, optim="sgd",
+                     lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0, logging_steps=1,
+                     save_strategy="no", report_to="none", seed=3, disable_tqdm=True)
+
+
+def training_arguments(output_dir, **overrides):
+    """`MultiTaskTrainingArguments` with `TEST_TRAINING` and `overrides`."""
+    from hf_mtl.training_args import MultiTaskTrainingArguments
+
+    return MultiTaskTrainingArguments(output_dir=str(output_dir), **{**TEST_TRAINING, **overrides})
+
+
+def make_trainer(args, train_dataset=None, tokenizer=None, *, eval_dataset=None, tasks=TASKS, model_seed: int = 0,
+                 trainer_class=None, **kwargs):
+    """A `MultiTaskTrainer` (or `trainer_class`) of a fresh tiny model for `tasks`; `args` is the training
+    arguments or an output folder (then `training_arguments(args)`)."""
+    from hf_mtl.trainer import MultiTaskTrainer
+    from hf_mtl.training_args import MultiTaskTrainingArguments
+
+    if not isinstance(args, MultiTaskTrainingArguments):
+        args = training_arguments(args)
+    return (trainer_class or MultiTaskTrainer)(
+        model=tiny_model(tasks, seed=model_seed), args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+        processing_class=tokenizer, tasks=list(tasks), **kwargs)
 
 
 def tokenized_glue(glue_dir, tokenizer, names=TASKS3, train_rows: int = 48, eval_rows: int = 24, max_length: int = 64):

@@ -30,7 +30,7 @@ TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
-from conftest import tiny_model  # noqa: E402  (sets the offline environment variables too)
+import conftest  # noqa: E402  (sets the offline environment variables too)
 
 #: Options a strategy needs before it can run at all (or to exercise its state), as training arguments.
 #: A new strategy that needs options adds one entry here; every other registered strategy runs on defaults.
@@ -131,12 +131,8 @@ def training_args(output_dir: str | os.PathLike[str], weighting: str = "equal", 
 
 def make_trainer(output_dir, train_dataset, tokenizer, weighting: str = "equal", model_seed: int = 0,
                  callbacks: list | None = None, **overrides: Any):
-    from hf_mtl.trainer import MultiTaskTrainer
-
-    return MultiTaskTrainer(
-        model=tiny_model(tasks(), seed=model_seed), args=training_args(output_dir, weighting, **overrides),
-        train_dataset=train_dataset, processing_class=tokenizer, tasks=tasks(), callbacks=callbacks,
-    )
+    return conftest.make_trainer(training_args(output_dir, weighting, **overrides), train_dataset, tokenizer,
+                                 tasks=tasks(), model_seed=model_seed, callbacks=callbacks)
 
 
 def parameters(model) -> dict[str, Any]:

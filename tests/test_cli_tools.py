@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from test_hub import dev_batch, save_tiny_encoder, train_run
+from test_hub import dev_batch, train_run
 
 from hf_mtl.cli import main
 from hf_mtl.modeling import MultiTaskModel
@@ -17,8 +17,8 @@ TRAINING_ONLY = ("runtime", "per_second", "preparation_time")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tokenizer, glue_dir):
-    encoder = save_tiny_encoder(tmp_path_factory.mktemp("encoder"), tokenizer)
+def run(tmp_path_factory, tiny_checkpoint, glue_dir):
+    encoder = tiny_checkpoint
     output = tmp_path_factory.mktemp("run")
     train_run(encoder, glue_dir, output)
     return output

@@ -11,14 +11,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hf_mtl.tasks import GLUE_TASKS
 from hf_mtl.trainer import MultiTaskTrainer
-from hf_mtl.training_args import MultiTaskTrainingArguments
 from hf_mtl.weighting import WEIGHTINGS
 
-from conftest import TASKS3, tiny_model, tokenized_glue
+from conftest import TASKS3, tokenized_glue, training_arguments
+from conftest import make_trainer as make_tiny_trainer
 
-SPECS = [GLUE_TASKS[name] for name in TASKS3]
 LOSS_LEVEL = [name for name, cls in WEIGHTINGS.items() if cls.kind == "loss"]
 
 
@@ -28,13 +26,9 @@ def datasets(glue_dir, tokenizer):
 
 
 def make_trainer(tmp_path, datasets, tokenizer, cls=MultiTaskTrainer, **overrides):
-    values = dict(output_dir=str(tmp_path), weighting="equal", per_device_train_batch_size=8, max_steps=2,
-                  learning_rate=0.1, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
-                  logging_steps=1, save_strategy="no", report_to="none", seed=3, disable_tqdm=True)
-    values.update(overrides)
     train, evaluation = datasets
-    return cls(model=tiny_model(SPECS), args=MultiTaskTrainingArguments(**values), train_dataset=train,
-               eval_dataset=evaluation, processing_class=tokenizer)
+    return make_tiny_trainer(training_arguments(tmp_path, **{"learning_rate": 0.1, **overrides}), train, tokenizer,
+                             eval_dataset=evaluation, trainer_class=cls)
 
 
 def first_batch(trainer):

@@ -11,12 +11,10 @@ from accelerate import Accelerator
 from hf_mtl.data import cap_rows, label_statistics, load_task_splits, tokenize_splits
 from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import TaskCollator
-from hf_mtl.tasks import GLUE_TASKS
 from hf_mtl.weighting import WEIGHTINGS, build_weighting
 
-from conftest import tiny_model
+from conftest import TASKS, tiny_model
 
-TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["stsb"], GLUE_TASKS["mrpc"]]
 ROWS = 8
 
 

@@ -34,6 +34,7 @@ from hf_mtl.sampling import MultiTaskBatchSampler, TaskCollator
 from hf_mtl.checkpoint import is_complete_checkpoint
 from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting, build_weighting
 
+from conftest import tiny_model
 from resume_worker import (
     TASK_NAMES,
     make_datasets,
@@ -42,7 +43,6 @@ from resume_worker import (
     parameters,
     strategy_args,
     tasks,
-    tiny_model,
 )
 
 WORKER = Path(__file__).resolve().parent / "resume_worker.py"
@@ -479,14 +479,9 @@ def _glue_folder(root: Path, rows: int = 64) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def tiny_encoder(tiny_checkpoint) -> str:
-    return tiny_checkpoint
-
-
-def test_sigint_to_hf_mtl_train_exits_130_and_the_same_command_resumes(tmp_path, tiny_encoder):
+def test_sigint_to_hf_mtl_train_exits_130_and_the_same_command_resumes(tmp_path, tiny_checkpoint):
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "hf_mtl.cli", "train", "--model_name_or_path", tiny_encoder,
+    command = [sys.executable, "-m", "hf_mtl.cli", "train", "--model_name_or_path", tiny_checkpoint,
                "--tasks", "sst2,stsb", "--glue_dir", str(_glue_folder(tmp_path / "glue")), "--weighting", "dwa"
                if "dwa" in WEIGHTINGS else "geometric", "--do_train", "--max_steps", "100", "--logging_steps", "1",
                "--per_device_train_batch_size", "16", "--max_seq_length", "32", "--save_steps", "100000",

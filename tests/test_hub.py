@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import tiny_encoder_config
+from conftest import TASKS
 
 from hf_mtl.cli import main
 from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
@@ -31,22 +31,9 @@ from hf_mtl.pipeline import train
 from hf_mtl.sampling import TaskCollator
 from hf_mtl.tasks import GLUE_TASKS
 
-TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["mrpc"], GLUE_TASKS["stsb"]]
-
-
 # --------------------------------------------------------------------------------------------------
 # Helpers shared with test_cli_tools.py and test_plotting.py
 # --------------------------------------------------------------------------------------------------
-
-
-def save_tiny_encoder(path: Path, tokenizer) -> Path:
-    """A tiny random BERT (hidden 32) with the real uncased tokenizer, saved like a Hub checkpoint."""
-    from transformers import BertModel
-
-    torch.manual_seed(0)
-    BertModel(tiny_encoder_config()).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def train_run(encoder: Path, glue_dir: Path, output_dir: Path, *flags: str) -> dict[str, float]:
@@ -194,14 +181,9 @@ def local_hub(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"), tokenizer)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_encoder, glue_dir) -> Path:
+def tiny_run(tmp_path_factory, tiny_checkpoint, glue_dir) -> Path:
     output = tmp_path_factory.mktemp("run")
-    train_run(tiny_encoder, glue_dir, output)
+    train_run(tiny_checkpoint, glue_dir, output)
     return output
 
 
@@ -220,11 +202,11 @@ def run_usage_snippet(card: str, repo_id: str, folder: Path) -> str:
     return output.getvalue()
 
 
-def test_train_push_to_hub_uploads_model_tokenizer_config_and_card(local_hub, tiny_encoder, tokenizer, glue_dir, tmp_path):
+def test_train_push_to_hub_uploads_model_tokenizer_config_and_card(local_hub, tiny_checkpoint, tokenizer, glue_dir, tmp_path):
     from transformers import AutoModel
 
     output = tmp_path / "run"
-    results = train_run(tiny_encoder, glue_dir, output, "--push_to_hub", "--hub_model_id", "tester/tiny-mtl")
+    results = train_run(tiny_checkpoint, glue_dir, output, "--push_to_hub", "--hub_model_id", "tester/tiny-mtl")
     repo = local_hub.root / "tester" / "tiny-mtl"
 
     files = local_hub.files("tester/tiny-mtl")

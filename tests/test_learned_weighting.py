@@ -16,18 +16,16 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
 from hf_mtl.engine import TaskByTaskStep
 from hf_mtl.sampling import TaskCollator
-from hf_mtl.tasks import GLUE_TASKS
-from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 from hf_mtl.weighting import build_weighting
 
+import conftest
 from conftest import tiny_model
 
 LEARNED = ["uncertainty", "gradnorm", "dwa", "rlw", "famo"]
-SST2, MNLI, STSB = GLUE_TASKS["sst2"], GLUE_TASKS["mnli"], GLUE_TASKS["stsb"]
-TASKS = [SST2, MNLI, STSB]
+TASKS = conftest.WEIGHTING_TASKS
+SST2, MNLI, STSB = TASKS
 
 
 def make(name, tasks=TASKS, seed=0, **hparams):
@@ -294,29 +292,19 @@ def test_famo_hand_worked_logit_update():
 
 # The real trainer --------------------------------------------------------------------------------------
 
-TRAIN_TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["stsb"], GLUE_TASKS["mrpc"]]
+TRAIN_TASKS = conftest.TASKS
 
 
 @pytest.fixture(scope="module")
 def datasets(glue_dir, tokenizer):
-    train = {}
-    for spec in TRAIN_TASKS:
-        train[spec.name] = tokenize_splits(cap_rows(load_task_splits(spec, glue_dir), 48, 8), spec, tokenizer, 64)["train"]
-    return train
+    return conftest.tokenized_glue(glue_dir, tokenizer, eval_rows=8)[0]
 
 
 def make_trainer(output_dir, datasets, tokenizer, name, **overrides):
-    values = dict(
-        output_dir=str(output_dir), weighting=name, per_device_train_batch_size=8, max_steps=3,
-        learning_rate=1e-3, optim="adamw_torch", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
-        logging_steps=1, save_strategy="no", report_to="none", seed=3, disable_tqdm=True,
-    )
-    values.update(overrides)
+    args = conftest.training_arguments(output_dir, **{"weighting": name, "max_steps": 3, "learning_rate": 1e-3,
+                                                      "optim": "adamw_torch", **overrides})
     weighting = build_weighting(name, TRAIN_TASKS, hparams={"dwa_window": 1}, seed=3)
-    return MultiTaskTrainer(
-        model=tiny_model(TRAIN_TASKS), args=MultiTaskTrainingArguments(**values),
-        train_dataset=datasets, processing_class=tokenizer, weighting=weighting,
-    )
+    return conftest.make_trainer(args, datasets, tokenizer, weighting=weighting)
 
 
 @pytest.mark.parametrize("name", LEARNED)

@@ -12,16 +12,16 @@ import pytest
 from hf_mtl.cli import main
 from hf_mtl.plotting import collect_curves, load_log_history, plot_curves, require_matplotlib
 
-from test_hub import save_tiny_encoder, train_run
+from test_hub import train_run
 
 TASK_NAMES = ["sst2", "mrpc", "stsb"]
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory, tokenizer, glue_dir):
+def logged_run(tmp_path_factory, tiny_checkpoint, glue_dir):
     """A 4-step `hf-mtl train` run reporting to TensorBoard with the progress bar on; (output dir, stdout)."""
     pytest.importorskip("tensorboard", reason="tensorboard (test extra) is not installed")
-    encoder = save_tiny_encoder(tmp_path_factory.mktemp("encoder"), tokenizer)
+    encoder = tiny_checkpoint
     output = tmp_path_factory.mktemp("run")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

@@ -27,7 +27,8 @@ from hf_mtl.cli import main
 from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
 from hf_mtl.tasks import GLUE_TASKS, TaskSpec
 
-from resume_worker import load_tokenizer, make_datasets, make_trainer, one_thread, synthetic_rows, tasks, tiny_model
+from conftest import tiny_model
+from resume_worker import load_tokenizer, make_datasets, make_trainer, one_thread, synthetic_rows, tasks
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
@@ -35,11 +36,6 @@ _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tiny_checkpoint) -> str:
-    return tiny_checkpoint
 
 
 def write_glue(root: Path, sst2: str | None = None, stsb: str | None = None, rows: int = 24) -> Path:
@@ -89,14 +85,14 @@ BAD_DATA = {
         r"task 'sst2', .*SST-2/train.tsv has no rows"),
     "non-finite regression target": (
         dict(stsb="index\tsentence1\tsentence2\tscore\n0\ta\tb\t3.2\n1\tc\td\tnan\n"),
-        r"STS-B/train.tsv, line 3: label 'nan' is not a valid regression label .*a finite number"),
+        r"STS-B/train.tsv, line 3: label 'nan' is not a valid regression label .*numbers from 0 to 5"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_DATA))
-def test_bad_data_is_refused_through_the_cli_before_training(case, tmp_path, tiny_encoder, capsys):
+def test_bad_data_is_refused_through_the_cli_before_training(case, tmp_path, tiny_checkpoint, capsys):
     files, message = BAD_DATA[case]
-    code = train(tmp_path, tiny_encoder, write_glue(tmp_path / "glue", **files))
+    code = train(tmp_path, tiny_checkpoint, write_glue(tmp_path / "glue", **files))
     err = capsys.readouterr().err
     assert code == 2, err[-2000:]
     errors = [line for line in err.splitlines() if line.startswith("hf-mtl: error: ")]
@@ -105,8 +101,8 @@ def test_bad_data_is_refused_through_the_cli_before_training(case, tmp_path, tin
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_duplicated_task_names_are_refused(tmp_path, tiny_encoder, capsys):
-    code = train(tmp_path, tiny_encoder, write_glue(tmp_path / "glue"), tasks_flag="sst2,SST-2")
+def test_duplicated_task_names_are_refused(tmp_path, tiny_checkpoint, capsys):
+    code = train(tmp_path, tiny_checkpoint, write_glue(tmp_path / "glue"), tasks_flag="sst2,SST-2")
     assert code == 2 and "sst2 given more than once in ['sst2', 'sst2']" in capsys.readouterr().err
 
 
@@ -191,11 +187,11 @@ def test_pickled_weights_are_refused_not_unpickled(tmp_path, saved_model, capsys
     assert not marker.exists()
 
 
-def test_an_encoder_with_only_pickled_weights_is_refused(tmp_path, tiny_encoder):
+def test_an_encoder_with_only_pickled_weights_is_refused(tmp_path, tiny_checkpoint):
     from transformers import BertModel
 
     folder = tmp_path / "bert-bin"
-    shutil.copytree(tiny_encoder, folder)
+    shutil.copytree(tiny_checkpoint, folder)
     model = BertModel.from_pretrained(folder)
     (folder / "model.safetensors").unlink()
     torch.save(model.state_dict(), folder / "pytorch_model.bin")

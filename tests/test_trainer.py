@@ -6,38 +6,19 @@ import json
 
 import pytest
 import torch
-
-from hf_mtl.data import cap_rows, load_task_splits, tokenize_splits
-from hf_mtl.tasks import GLUE_TASKS
-from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
-
-from conftest import tiny_model
-
-TASKS = [GLUE_TASKS["sst2"], GLUE_TASKS["stsb"], GLUE_TASKS["mrpc"]]
+from conftest import TASKS, tokenized_glue, training_arguments
+from conftest import make_trainer as make_tiny_trainer
 
 
 @pytest.fixture(scope="module")
 def datasets(glue_dir, tokenizer):
-    train, evaluation = {}, {}
-    for spec in TASKS:
-        splits = tokenize_splits(cap_rows(load_task_splits(spec, glue_dir), 48, 24), spec, tokenizer, 64)
-        train[spec.name] = splits["train"]
-        evaluation[spec.name] = splits["validation"]
-    return train, evaluation
+    return tokenized_glue(glue_dir, tokenizer)
 
 
 def make_trainer(tmp_path, datasets, tokenizer, **overrides):
-    values = dict(
-        output_dir=str(tmp_path), weighting="equal", per_device_train_batch_size=8, max_steps=2,
-        learning_rate=0.5, optim="sgd", lr_scheduler_type="constant", weight_decay=0.0, max_grad_norm=0.0,
-        logging_steps=1, save_strategy="no", report_to="none", seed=3, disable_tqdm=True,
-    )
-    values.update(overrides)
     train, evaluation = datasets
-    return MultiTaskTrainer(
-        model=tiny_model(TASKS), args=MultiTaskTrainingArguments(**values),
-        train_dataset=train, eval_dataset=evaluation, processing_class=tokenizer,
-    )
+    return make_tiny_trainer(training_arguments(tmp_path, **overrides), train, tokenizer,
+                             eval_dataset=evaluation)
 
 
 @pytest.mark.parametrize("weighting", ["equal", "geometric", "grad_normalize"])

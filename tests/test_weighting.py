@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from hf_mtl.data import LabelStatistics
-from hf_mtl.tasks import GLUE_TASKS, TaskSpec
+from hf_mtl.tasks import TaskSpec
 from hf_mtl.training_args import MultiTaskTrainingArguments
 from hf_mtl.weighting import (
     WEIGHTINGS,
@@ -37,8 +37,10 @@ from hf_mtl.weighting import (
     register,
 )
 
-SST2, MNLI, STSB = GLUE_TASKS["sst2"], GLUE_TASKS["mnli"], GLUE_TASKS["stsb"]
-TASKS = [SST2, MNLI, STSB]
+from conftest import WEIGHTING_TASKS
+
+TASKS = WEIGHTING_TASKS
+SST2, MNLI, STSB = TASKS
 LABEL_STATS = {
     "sst2": LabelStatistics(num_rows=4, class_counts=np.array([3, 1])),  # entropy 2 log 2 − (3/4) log 3
     "mnli": LabelStatistics(num_rows=4, class_counts=np.array([2, 1, 1])),  # entropy (3/2) log 2

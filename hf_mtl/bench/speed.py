@@ -52,7 +52,9 @@ classifier are copied into ours, so the two random heads agree too): a plain
 (`Trainer.create_optimizer`) and prepares model and optimizer with its accelerator, as the training
 loop does; dropout is as the models have it (the same configuration on both sides). A timed step is
 each side's `training_step(model, inputs)` (`inputs` the batch for the plain side, `{"sst2": batch}`
-for ours), then `clip_grad_norm_(1.0)`, `optimizer.step()` and `model.zero_grad()`. Before timing,
+for ours), then what transformers 5's training loop does next, through each trainer's own methods:
+`_clip_grad_norm(model)` (`max_grad_norm` 1.0; ours reuses the norm its step measured) and
+`_get_grad_norm` (the logged norm), `optimizer.step()` and `model.zero_grad()`. Before timing,
 one step of each side from the same weights and the same seed gives `gradient_relative_difference`
 (‖ours − trainer‖ / ‖trainer‖ of the gradients after `training_step`) and `update_relative_difference`
 (the same for the parameter updates): both did the same step when they are ~0 (dropout masks agree
@@ -217,7 +219,7 @@ def build_trainer_pair(config: SpeedConfig, output_dir: str) -> TrainerPair:
 
 def trainer_pair_step(pair: TrainerPair, side: str) -> Callable[[], None]:
     """One full optimizer step of `side` (`TRAINER` or `OURS`): its trainer's `training_step`, then what the
-    Trainer's loop does after it (clip_grad_norm_(1.0), optimizer.step(), zero_grad())."""
+    Trainer's loop does after it (its clipping and grad-norm methods, optimizer.step(), zero_grad())."""
     trainer, model, inputs = pair.trainers[side], pair.models[side], pair.inputs[side]
 
     def step() -> None:
@@ -228,8 +230,10 @@ def trainer_pair_step(pair: TrainerPair, side: str) -> Callable[[], None]:
 
 
 def _after_training_step(trainer: Any, model: Any) -> None:
-    """What the Trainer's loop does after `training_step` (no gradient accumulation)."""
-    trainer.accelerator.clip_grad_norm_(model.parameters(), 1.0)
+    """What transformers 5's training loop does after `training_step` (no gradient accumulation), through the
+    trainer's own methods, so that each side clips (and measures the logged norm) its own way."""
+    grad_norm = trainer._clip_grad_norm(model) if trainer.args.max_grad_norm > 0 else None
+    trainer._get_grad_norm(model, grad_norm=grad_norm)
     trainer.optimizer.step()
     model.zero_grad()
 
@@ -294,7 +298,8 @@ def run_trainer_baseline(config: SpeedConfig, log: Callable[[str], None]) -> dic
             "optimizer": pair.optimizer_name,
             "method": (f"trainer = transformers.Trainer + {pair.trainer_model}, hf_mtl = MultiTaskTrainer(weighting=equal, "
                        f"tasks={BASELINE_TASK}) + MultiTaskModel, same starting weights and batch; step = "
-                       "training_step(model, inputs), clip_grad_norm_(1.0), optimizer.step(), zero_grad(); rounds "
+                       "training_step(model, inputs), the trainer's _clip_grad_norm (1.0) and _get_grad_norm, "
+                       "optimizer.step(), zero_grad(); rounds "
                        "trainer,hf_mtl,trainer, ratio = our step time / mean of the neighbouring trainer steps, median "
                        "over rounds"),
             **gap,
@@ -329,7 +334,7 @@ def trainer_baseline_table(report: dict[str, Any]) -> list[str]:
         "",
         (f"{result['task_rows']}, {result['batch_shape'][0]} rows × {result['batch_shape'][1]} tokens, {config['device']}"
          f"{' bf16' if config['bf16'] else ''}, {result['trainable_parameters'] / 1e6:.1f}M trainable parameters, "
-         f"{result['optimizer']}, same starting weights; each side's training_step, clip_grad_norm_(1.0), optimizer.step(), "
+         f"{result['optimizer']}, same starting weights; each side's training_step, its own clipping at 1.0, optimizer.step(), "
          f"zero_grad(); median of {config['repeats']} alternating rounds after {config['warmup']} warm-up. One step from the "
          f"same weights: relative difference of the gradients {result['gradient_relative_difference']:.1e}, of the "
          f"updates {result['update_relative_difference']:.1e}. "
