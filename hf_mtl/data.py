@@ -223,6 +223,16 @@ def _read_glue_file(spec: TaskSpec, layout: _GlueLayout, path: Path) -> datasets
     return table.to_split(spec, positions)
 
 
+def glue_file(task: str, split: str, glue_dir: str | os.PathLike[str]) -> Path | None:
+    """The file of `split` (`train`, `validation`, `validation_matched`, ...) of GLUE task `task` in a folder
+    of the original layout, e.g. `glue_dir/MRPC/dev.tsv`; None for a task or split the layout does not know."""
+    layout = _GLUE_LAYOUTS.get(task)
+    if layout is None:
+        return None
+    name = "train.tsv" if split == "train" else layout.eval_files.get(split)
+    return Path(glue_dir) / layout.folder / name if name else None
+
+
 def glue_column_names(task: str) -> dict[str, str]:
     """The header name of each column of GLUE task `task` in its original TSV files, e.g. MRPC's
     `{"sentence1": "#1 String", "sentence2": "#2 String", "label": "Quality"}`; empty for a task that

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import transformers
@@ -64,13 +63,11 @@ def missing_eval_splits(tasks: Sequence[Any], evaluation: dict) -> dict[str, lis
 
 def _eval_source(spec: Any, split: str, data_args: DataArguments) -> str:
     """Where `split` of `spec` would have come from: its file in the GLUE folder, else the split's name."""
-    from .data import _GLUE_LAYOUTS
+    from .data import glue_file
 
     glue_dir = data_args.glue_dir or os.environ.get("GLUE_DIR")
-    layout = _GLUE_LAYOUTS.get(spec.name)
-    if glue_dir and layout is not None and split in layout.eval_files:
-        return str(Path(glue_dir) / layout.folder / layout.eval_files[split])
-    return f"its {split!r} split"
+    path = glue_file(spec.name, split, glue_dir) if glue_dir else None
+    return str(path) if path is not None else f"its {split!r} split"
 
 
 def check_eval_coverage(tasks: Sequence[Any], evaluation: dict, data_args: DataArguments) -> dict[str, str]:
