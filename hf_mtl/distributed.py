@@ -123,3 +123,11 @@ def global_norm(grads: Sequence[torch.Tensor]) -> float:
     if _is_sharded(grads[0]):
         return float(torch.nn.utils.get_total_norm(grads, 2.0).full_tensor().double())
     return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)).double(), 2.0))
+
+
+def end_process_group() -> None:
+    """Destroy the process group of a multi-process run before the interpreter exits: left to the
+    interpreter's shutdown, gloo's threads can abort a process ("terminate called without an active
+    exception", SIGABRT) after training has finished. No-op in one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        PartialState().destroy_process_group()

@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoTokenizer, set_seed
 from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
 from .data import cap_rows, load_task_splits, tokenize_splits
+from .distributed import end_process_group
 from .model_card import TRAINING_ARGS_FILE
 from .modeling import MultiTaskModel, resolve_model_path
 from .tasks import parse_tasks
@@ -161,7 +162,10 @@ def train(argv: Sequence[str]) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model_args, data_args, training_args = parse_train_args(argv)
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
-    return run_training(model_args, data_args, training_args)
+    try:
+        return run_training(model_args, data_args, training_args)
+    finally:
+        end_process_group()
 
 
 def run_training(model_args: ModelArguments, data_args: DataArguments,
