@@ -17,13 +17,14 @@ import json
 import math
 import numbers
 import os
-import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .modeling import DEFAULT_MODEL
+from .config_file import ConfigFile, read_config
+from .modeling import DEFAULT_MODEL, DEFAULT_POOLING
+from .tasks import POOLINGS
 from .training_args import MultiTaskTrainingArguments
 
 #: What a config file's name ends with (the first argument of `hf-mtl train`).
@@ -43,6 +44,13 @@ class ModelArguments:
     classifier_dropout: float | None = field(
         default=None, metadata={"help": "Dropout before each task head (default: the encoder's hidden dropout)."}
     )
+    pooling: str = field(
+        default=DEFAULT_POOLING,
+        metadata={"help": "How sentence-level heads read the encoder: pooler (its pooler output; exports exactly as "
+                  "*ForSequenceClassification), cls (the first token's state) or mean (the mean over tokens). A task "
+                  "file's per-task pooling overrides it. Ignored when continuing a saved hf_mtl model (its own pooling).",
+                  "choices": list(POOLINGS)},
+    )
 
     def __post_init__(self) -> None:
         p = self.classifier_dropout
@@ -55,6 +63,12 @@ class ModelArguments:
 class DataArguments:
     """Where the data comes from and how it is cut, as in transformers' run_glue.py."""
 
+    task_config: str | None = field(
+        default=None,
+        metadata={"help": "A YAML or JSON task file declaring your own tasks (name, kind, source, columns, labels, "
+                  "per-task overrides) and GLUE ones (`- glue: mrpc`); instead of --tasks. See the README's 'Your own "
+                  "tasks'."},
+    )
     glue_dir: str | None = field(
         default=None,
         metadata={"help": "Local folder in the original GLUE layout (SST-2/train.tsv, ...). Default: $GLUE_DIR, else the Hub (nyu-mll/glue)."},
@@ -87,134 +101,6 @@ def _check_count(flag: str, value: Any, minimum: int, meaning: str, unset: str |
 
 
 # ---- config files -----------------------------------------------------------------------------------
-
-
-@dataclass
-class ConfigFile:
-    """A parsed config file: its top-level {key: value} and the line of each key (1-based, None if unknown)."""
-
-    path: str
-    values: dict[str, Any]
-    lines: dict[str, int | None]
-
-    def where(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"config file {self.path}, line {line}" if line else f"config file {self.path}"
-
-
-def read_config(path: str) -> ConfigFile:
-    """Read a YAML/JSON config file strictly: every problem is a ValueError (FileNotFoundError for a missing
-    file) naming the file, the line (and column) where known, and the fix."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"config file {path}: no such file (a relative path is read from {os.getcwd()}). Check the path, or "
-            "drop it and give every setting as a flag."
-        ) from None
-    except IsADirectoryError:
-        raise ValueError(f"config file {path} is a folder; pass a .yaml, .yml or .json file.") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"config file {path}: byte {error.start} is not UTF-8 ({error.reason}); save it as UTF-8 text.") from None
-    except OSError as error:
-        raise ValueError(f"config file {path} cannot be read: {error.strerror or error}.") from None
-    values, lines = _parse_json(path, text) if path.lower().endswith(".json") else _parse_yaml(path, text)
-    if values is None:
-        raise ValueError(f"config file {path} is empty: write one `flag: value` per line, e.g. `tasks: sst2,mrpc`.")
-    if not isinstance(values, dict):  # a ValueError: `hf-mtl` reports those as bad input
-        raise ValueError(  # noqa: TRY004
-            f"config file {path}: expected a mapping of flag names to values (e.g. `tasks: sst2,mrpc` on its own line), "
-            f"got {'a list' if isinstance(values, list) else type(values).__name__ + ' ' + repr(values)[:60]}."
-        )
-    for key in values:
-        if not isinstance(key, str):
-            raise ValueError(f"config file {path}, line {lines.get(key)}: key {key!r} is not a flag name; keys are "  # noqa: TRY004
-                             "hf-mtl train flags without the leading --, e.g. max_steps.")
-    return ConfigFile(path, values, lines)
-
-
-def _parse_json(path: str, text: str) -> tuple[Any, dict]:
-    def strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in seen:
-                found = [_line_column(text, m.start()) for m in re.finditer(rf'"{re.escape(key)}"\s*:', text)]
-                on = f", at {' and '.join(found)}" if len(found) > 1 else ""
-                raise ValueError(f"config file {path}: key {key!r} is given twice{on}; keep one (a key has one value; "
-                                 "flags after the config file override it).")
-            seen[key] = value
-        return seen
-
-    if not text.strip():
-        return None, {}
-    try:
-        values = json.loads(text, object_pairs_hook=strict_object)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data":
-            problem = "text after the end of the JSON value; a config file holds one JSON object, remove the rest"
-        else:
-            problem = f"{err.msg}; fix the JSON there (keys and strings in double quotes, a comma between entries, " \
-                      "none after the last)"
-        raise ValueError(f"config file {path}, line {err.lineno}, column {err.colno}: not valid JSON: {problem}.") from None
-    lines = {}
-    if isinstance(values, dict):
-        for key in values:
-            match = re.search(rf'"{re.escape(key)}"\s*:', text)
-            lines[key] = text.count("\n", 0, match.start()) + 1 if match else None
-    return values, lines
-
-
-def _line_column(text: str, position: int) -> str:
-    line = text.count("\n", 0, position) + 1
-    return f"line {line}, column {position - text.rfind(chr(10), 0, position)}"
-
-
-def _parse_yaml(path: str, text: str) -> tuple[Any, dict]:
-    import yaml
-
-    class StrictLoader(yaml.SafeLoader):
-        """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-        def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-            seen: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                line = key_node.start_mark.line + 1
-                try:
-                    first = seen.get(key)
-                except TypeError:  # an unhashable key (a list): the constructor reports it
-                    continue
-                if first is not None:
-                    raise ValueError(f"config file {path}: key {key!r} is given twice, on line {first} and line {line}; "
-                                     "keep one (a key has one value; flags after the config file override it).")
-                seen[key] = line
-            return super().construct_mapping(node, deep)
-
-    loader = StrictLoader(text)
-    try:
-        node = loader.get_single_node()
-        values = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = " ".join(p for p in (err.context, err.problem) if p)
-        raise ValueError(f"config file {path}{where}: not valid YAML: {problem}. Fix the YAML there: one "
-                         "`flag: value` per line, lists as [a, b], quotes around a value holding ': ' or '#'.") from None
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {path}: not valid YAML: {err}.") from None
-    finally:
-        loader.dispose()
-    lines = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, _ in node.value:
-            try:
-                lines[loader.construct_object(key_node, deep=True)] = key_node.start_mark.line + 1
-            except (TypeError, yaml.YAMLError):
-                pass
-    return values, lines
 
 
 def config_to_argv(path: str) -> list[str]:
@@ -298,6 +184,9 @@ def _config_argv(config: ConfigFile, parser: argparse.ArgumentParser) -> list[st
                                  f"(or set {action.dest} instead).")
             argv += [f"--{key}"] if value else []
             continue
+        if key == "tasks" and isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            argv += [f"--{key}", json.dumps(value)]  # a task list with entries: parsed by hf_mtl.task_file
+            continue
         if isinstance(value, list):
             if not value:
                 raise ValueError(f"{config.where(key)}: {key} is an empty list; give at least one value, or remove "
@@ -335,6 +224,33 @@ def _unused_arguments(remaining: Sequence[str], argv: Sequence[str], known: Sequ
             "--flag value pairs.")
 
 
+def _task_file_weights(argv: Sequence[str]) -> list[str]:
+    """`--task_weights` made of the `task_weight` entries of the tasks given by --task_config or a `tasks:` list
+    (every task of the run, 1 for those without one), so that `--weighting static` sees them when its flags are
+    checked; [] when no task has one. Given together with --task_weights, they are refused."""
+    from .task_file import parse_task_list, read_task_file
+
+    def value(flag: str) -> str | None:
+        found = [argv[i + 1] for i, token in enumerate(argv[:-1]) if token == flag]
+        found += [token.split("=", 1)[1] for token in argv if token.startswith(flag + "=")]
+        return found[-1] if found else None
+
+    tasks, task_config = value("--tasks"), value("--task_config")
+    if task_config:
+        specs = read_task_file(task_config)
+    elif tasks and tasks.strip().startswith("["):
+        specs = parse_task_list(tasks)
+    else:
+        return []
+    weights = {spec.name: spec.weight for spec in specs if spec.weight is not None}
+    if not weights:
+        return []
+    if value("--task_weights") is not None:
+        raise ValueError(f"--task_weights and the task_weight entries of the tasks ({weights}) both set task weights; "
+                         "give them in one place.")
+    return ["--task_weights", json.dumps({spec.name: 1.0 if spec.weight is None else spec.weight for spec in specs})]
+
+
 def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments, MultiTaskTrainingArguments]:
     """`hf-mtl train`'s flags (after an optional leading config file) as the three argument dataclasses."""
     from transformers import HfArgumentParser
@@ -347,7 +263,9 @@ def parse_train_args(argv: Sequence[str]) -> tuple[ModelArguments, DataArguments
             file_argv, argv = _config_argv(read_config(argv[0]), parser), argv[1:]
         elif os.path.isfile(argv[0]):
             raise ValueError(f"config file {argv[0]}: a config file's name ends in .yaml, .yml or .json; rename it.")
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=file_argv + argv, return_remaining_strings=True)
+    argv = file_argv + argv
+    argv += _task_file_weights(argv)
+    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     if remaining:
         known = sorted(name[2:] for name in parser._option_string_actions if name.startswith("--"))
         raise ValueError(_unused_arguments(remaining, argv, known))

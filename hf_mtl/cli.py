@@ -56,8 +56,8 @@ def _run_parser(command: str, description: str, run_help: str = "output_dir of `
     return parser
 
 
-def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max_seq_length", type=int, default=128, help="longer inputs are truncated")
+def _add_inference_flags(parser: argparse.ArgumentParser, length_help: str) -> None:
+    parser.add_argument("--max_seq_length", type=int, help=f"longer inputs are truncated ({length_help})")
     parser.add_argument("--per_device_eval_batch_size", type=int, default=64)
 
 
@@ -68,15 +68,20 @@ def _add_hub_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def export(argv: Sequence[str]) -> None:
-    """One task of a run as a standard AutoModelForSequenceClassification folder (optionally pushed)."""
+    """One task of a run as a standard transformers model folder of its kind's class (optionally pushed)."""
     from .export import save_task_model
 
     parser = _run_parser(
-        "export", "Write one task of a multi-task run as a standard AutoModelForSequenceClassification folder "
-        "(encoder + the task's head, id2label from the task, tokenizer, model card) whose logits equal the "
-        "multi-task model's. BERT-family encoders with a pooler export exactly; others are refused.",
+        "export", "Write one task of a multi-task run as a standard transformers model folder (encoder + the task's "
+        "head, id2label with the task's label or tag names, tokenizer, model card) whose logits equal the multi-task "
+        "model's. The class follows the task's kind: AutoModelForSequenceClassification (classification; regression, "
+        "problem_type=regression; multi_label, problem_type=multi_label_classification), "
+        "AutoModelForTokenClassification (token_classification: works with pipeline(\"token-classification\", "
+        "aggregation_strategy=\"simple\")), AutoModelForMultipleChoice (multiple_choice). A sentence-level or "
+        "multiple-choice task exports only if trained with pooler pooling (cls / mean pooling are refused: no "
+        "standard head reads them); BERT-family encoders with a pooler export exactly, others are refused.",
         run_help=_RUN_OR_HUB_ID)
-    parser.add_argument("--task", required=True, help="the task to export, e.g. mrpc")
+    parser.add_argument("--task", required=True, help="the task to export, e.g. mrpc or ner")
     parser.add_argument("--output", required=True, help="folder to write: new or empty, unless --overwrite; never a "
                         "folder that holds a multi-task model (the run, its checkpoints)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder: its files of "
@@ -97,35 +102,43 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
 
     parser = _run_parser(
         "evaluate", "Evaluate a saved multi-task model on its tasks' dev sets; prints the metrics and writes "
-        "OUTPUT_DIR/eval_results.json with the keys of training-time evaluation (eval_<task>_<metric>, "
-        "eval_glue_score).", run_help=_RUN_OR_HUB_ID)
+        "OUTPUT_DIR/eval_results.json with the keys of training-time evaluation (eval_<task>_<metric>, and "
+        "eval_glue_score when every task is a GLUE task, else eval_score). GLUE tasks read --glue_dir; a task from a "
+        "task file reads its validation data from the source recorded in the run's config.json (relative paths from "
+        "the current directory).", run_help=_RUN_OR_HUB_ID)
     parser.add_argument("--tasks", help="comma-separated subset of the model's tasks (default: all)")
-    parser.add_argument("--glue_dir", help="local GLUE folder (default: $GLUE_DIR, else the Hub)")
-    parser.add_argument("--max_eval_samples", type=int, help="keep the first N rows of each evaluation split")
-    _add_inference_flags(parser)
+    parser.add_argument("--glue_dir", help="local GLUE folder for GLUE tasks (default: $GLUE_DIR, else the Hub)")
+    parser.add_argument("--max_eval_samples", type=int, help="keep the first N rows of each evaluation split (a task's "
+                        "own max_eval_samples from its task file wins)")
+    _add_inference_flags(parser, "default 128; a task's own max_seq_length from its task file wins, as in training")
     parser.add_argument("--output_dir", help="where eval_results.json goes (default: RUN_DIR/evaluate, or "
                         "./evaluate-<name> for a Hub id)")
     args = parser.parse_args(argv)
     from .arguments import DataArguments
 
-    data_args = DataArguments(glue_dir=args.glue_dir, max_seq_length=args.max_seq_length,
+    data_args = DataArguments(glue_dir=args.glue_dir, max_seq_length=args.max_seq_length or 128,
                               max_eval_samples=args.max_eval_samples)
     return evaluate_run(args.run, args.tasks, data_args, args.output_dir, args.per_device_eval_batch_size)
 
 
 def predict(argv: Sequence[str]) -> None:
-    """Predict one task for every row of a TSV file; writes index and prediction (label name or float)."""
+    """Predict one task for every row of a file; writes each row's index and prediction (TSV or JSON Lines)."""
     from .inference import predict_file
 
     parser = _run_parser(
-        "predict", "Predict one task for every row of a TSV file with a header naming the task's text columns "
-        "(sentence, or sentence1/sentence2, ...; the original GLUE headers work too). Writes a TSV with "
-        "index and prediction: the label name, or the float for a regression task.", run_help=_RUN_OR_HUB_ID)
-    parser.add_argument("--task", required=True, help="the task to predict, e.g. sst2")
-    parser.add_argument("--input", required=True, help="TSV file to read")
-    parser.add_argument("--output", required=True, help="TSV file to write (missing folders are created; not a folder, "
-                        "not the --input file)")
-    _add_inference_flags(parser)
+        "predict", "Predict one task for every row of an input file: a TSV with a header naming the task's text "
+        "columns (sentence, or sentence1/sentence2, ...; the original GLUE headers work too; a token task's words "
+        "separated by spaces), or a .jsonl / .json / .csv / .parquet file with the task's columns (text columns; the "
+        "words column as a list; context and choices). Writes index and prediction per row: the label name, the "
+        "number (or vector) of a regression, the label set of a multi-label task, one tag per input word, the chosen "
+        "answer. An --output ending in .jsonl gets one JSON object per row; any other a TSV (lists joined with "
+        "spaces for tags, commas otherwise).", run_help=_RUN_OR_HUB_ID)
+    parser.add_argument("--task", required=True, help="the task to predict, e.g. sst2 or ner")
+    parser.add_argument("--input", required=True, help="file to read: .tsv (or any other extension: read as TSV), "
+                        ".jsonl, .json, .csv or .parquet")
+    parser.add_argument("--output", required=True, help="file to write: .jsonl for JSON Lines, else TSV (missing "
+                        "folders are created; not a folder, not the --input file)")
+    _add_inference_flags(parser, "default: the task's own max_seq_length from its task file, else 128")
     args = parser.parse_args(argv)
     output = predict_file(args.run, args.task, args.input, args.output, args.max_seq_length,
                           args.per_device_eval_batch_size)
@@ -174,9 +187,11 @@ def push(argv: Sequence[str]) -> None:
 
 #: Commands that work on a trained run: name -> (function(argv), one-line help).
 RUN_COMMANDS = {
-    "export": (export, "one task as a standard AutoModelForSequenceClassification: hf-mtl export RUN_DIR --task mrpc --output DIR"),
+    "export": (export, ("one task as a standard transformers model (sequence / token classification, multiple choice): "
+               "hf-mtl export RUN_DIR --task mrpc --output DIR")),
     "evaluate": (evaluate, "per-task dev metrics of a saved model: hf-mtl evaluate RUN_DIR [--tasks sst2,mrpc] [--glue_dir DIR]"),
-    "predict": (predict, "predictions for a TSV file: hf-mtl predict RUN_DIR --task sst2 --input in.tsv --output preds.tsv"),
+    "predict": (predict, ("predictions for a file (.tsv, .jsonl, .json, .csv, .parquet): hf-mtl predict RUN_DIR --task "
+                "sst2 --input in.tsv --output preds.tsv")),
     "plot": (plot, "training curves as PNGs: hf-mtl plot RUN_DIR"),
     "push": (push, "upload a finished run with its model card: hf-mtl push RUN_DIR --hub_model_id NAME"),
 }

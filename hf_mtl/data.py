@@ -13,6 +13,7 @@ reported before training with the task, the file and line (or split and row) and
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 import sys
@@ -24,18 +25,17 @@ from typing import Any
 
 import datasets
 import numpy as np
-import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from .kinds import LABEL_COLUMN, get_kind
+from .kinds.base import arrow_column
+from .kinds.regression import float32, outside_range, valid_targets
 from .label_stats import LabelStatistics
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-#: The label column of every prepared dataset; `tokenize_splits` renames it to `labels` (what models take).
-LABEL_COLUMN = "label"
-#: The tokenizer outputs a model takes; anything else a tokenizer may return is dropped.
-_MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _HUB_DATASET = "nyu-mll/glue"
 
 
@@ -44,13 +44,38 @@ _HUB_DATASET = "nyu-mll/glue"
 # --------------------------------------------------------------------------------------------------
 
 
+def load_task(spec: TaskSpec, glue_dir: str | os.PathLike[str] | None = None) -> tuple[TaskSpec, datasets.DatasetDict]:
+    """A task's prepared splits, and its spec with the label set resolved from the training data.
+
+    A task with a `source` (declared in a task file) is read by that source (`hf_mtl.sources`): its label set
+    is resolved from the raw training split (`resolve_labels`), then every split is validated and prepared,
+    errors naming the file and row. A GLUE task is read by `load_task_splits`.
+    """
+    if spec.source is None:
+        return spec, load_task_splits(spec, glue_dir)
+    from .sources import get_source
+
+    source = get_source(spec.name, spec.source)
+    raw = source.load()
+    wanted = ("train", *spec.eval_splits)
+    spec = resolve_labels(spec, raw, where={split: source.describe(split) for split in raw},
+                          locate={split: source.locate(split) for split in raw})
+    return spec, datasets.DatasetDict({
+        split: _prepare_split(spec, raw[split], where=source.describe(split), locate=source.locate(split))
+        for split in wanted if split in raw
+    })
+
+
 def load_task_splits(spec: TaskSpec, glue_dir: str | os.PathLike[str] | None = None) -> datasets.DatasetDict:
-    """The prepared splits of a GLUE task, from a local GLUE folder or from the Hub.
+    """The prepared splits of a GLUE task, from a local GLUE folder or from the Hub (a task with a `source`:
+    see `load_task`).
 
     The source is, in order: `glue_dir` (a folder in the original GLUE layout, `SST-2/train.tsv`, ...),
     else the `GLUE_DIR` environment variable, else `datasets.load_dataset("nyu-mll/glue", spec.hub_config)`.
     The local folder comes first so that an offline machine never waits on the Hub.
     """
+    if spec.source is not None:
+        return load_task(spec, glue_dir)[1]
     parameter = "--glue_dir"
     if glue_dir is None and os.environ.get("GLUE_DIR"):
         glue_dir, parameter = os.environ["GLUE_DIR"], "GLUE_DIR"
@@ -365,110 +390,106 @@ def _not_utf8(path: Path) -> str:
 
 def _prepare_split(spec: TaskSpec, dataset: datasets.Dataset, where: str,
                    locate: Callable[[int], str]) -> datasets.Dataset:
-    """Validate one split and bring it to the prepared shape.
+    """Validate one split and bring it to the prepared shape (the task kind's `prepare`).
 
     `where` names the split for whole-split errors (a file, or `split 'train'`); `locate(i)` names
     row i for row errors (a file and line, or a split and row index).
     """
+    if not spec.resolved:
+        raise ValueError(f"task {spec.name!r}: its label set is not known yet (num_labels=None); resolve it from the "
+                         "raw splits first (spec = hf_mtl.data.resolve_labels(spec, dataset)), or give label_names.")
     required = (*spec.text_columns, spec.label_column)
     for column in required:
         if column not in dataset.column_names:
             raise ValueError(
                 f"task {spec.name!r}, {where}: column {column!r} is missing; columns present: {dataset.column_names}. "
-                "Rename it (dataset.rename_column) or set TaskSpec(text_columns=..., label_column=...)."
+                "Rename it (dataset.rename_column) or point the task at it (text_columns, label_column, ...)."
             )
     if len(dataset) == 0:
         raise ValueError(
             f"task {spec.name!r}, {where} has no rows. Fill it, or leave the split out "
             "(remove the file / the DatasetDict entry) to train or evaluate without it."
         )
-    for column in spec.text_columns:
-        _check_texts(spec, column, _arrow_column(dataset, column), locate)
-    labels = _encode_labels(spec, _arrow_column(dataset, spec.label_column), locate)
-    label_feature = datasets.Value("int64" if spec.kind == "classification" else "float32")
-    prepared = dataset.select_columns(list(spec.text_columns))
-    for column in spec.text_columns:
-        if prepared.features[column] != datasets.Value("string"):  # large_string: one text type downstream
-            prepared = prepared.cast_column(column, datasets.Value("string"))
-    return prepared.add_column(LABEL_COLUMN, labels, feature=label_feature)
+    return get_kind(spec.kind).prepare(spec, dataset, locate)
 
 
-def _arrow_column(dataset: datasets.Dataset, column: str) -> pa.ChunkedArray:
-    """A column as Arrow data: the fast way to get a whole column (respects `select`/`shuffle`)."""
-    return dataset.with_format("arrow")[column]
+def resolve_labels(spec: TaskSpec, splits: Mapping[str, datasets.Dataset],
+                   where: Mapping[str, str] | None = None,
+                   locate: Mapping[str, Callable[[int], str]] | None = None) -> TaskSpec:
+    """`spec` with its label set filled in from raw (unprepared) splits, when the task did not give one.
 
-
-def _check_texts(spec: TaskSpec, column: str, values: pa.ChunkedArray, locate: Callable[[int], str]) -> None:
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
-        raise ValueError(
-            f"task {spec.name!r}: text column {column!r} holds {values.type}, not strings. "
-            "Point TaskSpec(text_columns=...) at the text, or convert the column to strings."
-        )
-    texts = values.to_pandas()
-    empty = np.flatnonzero((texts.isna() | (texts.str.strip() == "")).to_numpy())
-    if empty.size:
-        raise ValueError(
-            f"task {spec.name!r}: {locate(int(empty[0]))}: text column {column!r} is empty "
-            f"({empty.size} such row(s)). Fix or remove the row."
-        )
-
-
-def _encode_labels(spec: TaskSpec, values: pa.ChunkedArray, locate: Callable[[int], str]) -> np.ndarray:
-    """Labels as int64 class ids or float32 targets, vectorised over the column.
-
-    Class labels may be ids (`1`, `"1"`) or names from `spec.label_names` (`"entailment"`), which is
-    how the GLUE files mix them.
+    `label_names` come from the training split's `ClassLabel` feature when it has one, else the sorted set of
+    its labels (numbers sort as numbers); `num_labels` is their count (multiple choice: the number of choices;
+    labels given as ids only: the largest id + 1). A label that an evaluation split holds but the training split
+    lacks is refused here, naming the split, the row and the fix, so it does not surface at evaluation.
+    `where` names each split's source (a file) for errors, `locate[split](i)` its row i.
     """
-    raw = values.to_pandas()
-    is_text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-    if spec.kind == "regression":
-        numbers = pd.to_numeric(raw, errors="coerce") if is_text else raw
-        # Checked as the float32 the model trains on: 1e39 is finite as text but inf in float32.
-        array = _float32(numbers.to_numpy(dtype=np.float64, na_value=np.nan))
-        bad = ~np.isfinite(array) | _outside_range(array, spec)
-        valid, dtype = _valid_targets(spec), np.float32
-    else:
-        if is_text:
-            by_name = raw.map({name: index for index, name in enumerate(spec.label_names or ())})
-            digits = raw.where(raw.str.fullmatch(r"\d+", na=False))
-            numbers = by_name.fillna(pd.to_numeric(digits, errors="coerce"))
-        else:
-            numbers = raw
-        array = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ~np.isfinite(array) | (array % 1 != 0) | (array < 0) | (array >= spec.num_labels)
-        names = f" or the names {list(spec.label_names)}" if spec.label_names else ""
-        valid, dtype = f"the ids 0..{spec.num_labels - 1}{names}", np.int64
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"task {spec.name!r}: {locate(first)}: label {values[first].as_py()!r} is not a valid {spec.kind} label "
-            f"({int(bad.sum())} such row(s)); valid values are {valid}. Fix or remove the row(s), or fix the TaskSpec "
-            f"({'label_range, kind' if spec.kind == 'regression' else 'num_labels, label_names, kind'}) "
-            "if it describes the task wrongly."
-        )
-    return array.astype(dtype)
+    where = dict(where or {})
+    locators = dict(locate or {})
+    kind = get_kind(spec.kind)
+    if spec.resolved or "train" not in splits:
+        if not spec.resolved:
+            raise ValueError(f"task {spec.name!r}: no training split to read its labels from; give its label_names "
+                             "(or num_labels) in the task file.")
+        return spec
+    train = splits["train"]
+    if spec.label_column not in train.column_names:
+        return spec  # _prepare_split names the missing column
+    feature = train.features[spec.label_column]
+    inner = getattr(feature, "feature", feature)
+    if isinstance(inner, datasets.ClassLabel):
+        names = tuple(inner.names)
+        return dataclasses.replace(spec, label_names=names, num_labels=len(names))
+    if spec.kind == "multiple_choice":
+        return dataclasses.replace(spec, num_labels=_choice_count(spec, train, where.get("train", "split 'train'")))
+    values = train[spec.label_column]
+    names = kind.infer_label_names(values)
+    if names is not None:
+        known = set(names)
+        for split, dataset in splits.items():
+            if split == "train" or spec.label_column not in dataset.column_names:
+                continue
+            for row, raw in enumerate(dataset[spec.label_column]):
+                unseen = [v for v in (kind.label_values(raw) if raw is not None else []) if str(v) not in known]
+                if unseen:
+                    place = locators[split](row) if split in locators else f"{where.get(split, f'split {split!r}')}, row {row}"
+                    raise ValueError(
+                        f"task {spec.name!r}: {place}: label {unseen[0]!r} "
+                        f"does not occur in the training data ({where.get('train', 'split train')}), whose labels are "
+                        f"{list(names)}. A head cannot learn a label it never sees: add training rows with it, or list "
+                        "every label in the task's label_names (its output is then trained on no example)."
+                    )
+        if len(names) < kind.min_labels:
+            raise ValueError(
+                f"task {spec.name!r}: {where.get('train', 'split train')}: only the label {names[0]!r} occurs in the "
+                f"training data; a {spec.kind} task needs at least {kind.min_labels}. Add rows "
+                "with the other labels, or list every label in the task's label_names."
+            )
+        return dataclasses.replace(spec, label_names=names, num_labels=len(names))
+    ids = [v for raw in values if raw is not None for v in kind.label_values(raw)]
+    if spec.kind == "multi_label":
+        lengths = {len(raw) for raw in values if isinstance(raw, (list, tuple)) and raw}
+        if len(lengths) == 1:
+            return dataclasses.replace(spec, num_labels=lengths.pop())
+    numbers = [v for v in ids if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0]
+    if not numbers or len(numbers) != len(ids):
+        raise ValueError(f"task {spec.name!r}: cannot read a label set from the training labels of "
+                         f"{where.get('train', 'split train')}; give label_names in the task file.")
+    return dataclasses.replace(spec, num_labels=max(max(numbers) + 1, get_kind(spec.kind).min_labels))
 
 
-def _float32(targets: np.ndarray) -> np.ndarray:
-    """Regression targets as float32; a value too large for float32 becomes inf (and is then refused)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.asarray(targets).astype(np.float32)
-
-
-def _outside_range(targets: np.ndarray, spec: TaskSpec) -> np.ndarray:
-    """Which float32 targets lie outside `spec.label_range` (bounds rounded to float32 as well, so a stored
-    0.1 equals a bound of 0.1); all False without a range. NaN is not "outside": it is non-finite."""
-    if spec.label_range is None:
-        return np.zeros(targets.shape, dtype=bool)
-    low, high = _float32(np.array(spec.label_range, dtype=np.float64))
-    return (targets < low) | (targets > high)
-
-
-def _valid_targets(spec: TaskSpec) -> str:
-    if spec.label_range is None:
-        return "finite numbers"
-    low, high = spec.label_range
-    return f"numbers from {low:g} to {high:g}, both included (TaskSpec label_range of {spec.name!r})"
+def _choice_count(spec: TaskSpec, train: datasets.Dataset, where: str) -> int:
+    """A multiple-choice task's N: its choice columns, or the length of the first row's choices list."""
+    columns = spec.text_columns[1:]
+    if len(columns) > 1:
+        return len(columns)
+    if columns[0] not in train.column_names or len(train) == 0:
+        return 2  # _prepare_split names the missing column or the empty split
+    first = train[0][columns[0]]
+    if not isinstance(first, list) or len(first) < 2:
+        raise ValueError(f"task {spec.name!r}: {where}, row 0: the choices column {columns[0]!r} holds {first!r}; a "
+                         "multiple-choice row has a list of at least 2 choices (or use one column per choice).")
+    return len(first)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,12 +530,12 @@ def tokenize_splits(dataset_dict: datasets.DatasetDict, spec: TaskSpec, tokenize
         logger.warning("--max_seq_length=%d exceeds the tokenizer's model_max_length=%d; using %d.",
                        max_seq_length, model_max_length, model_max_length)
         max_seq_length = model_max_length
-    # The closure holds plain values, not the spec: its metrics may be callables that datasets cannot hash.
-    text_columns, task = spec.text_columns, spec.name
+    # The closure holds the spec without its metrics: they may be callables that datasets cannot hash.
+    kind, task, plain = get_kind(spec.kind), spec.name, dataclasses.replace(spec, metrics=())
+    text_columns = spec.text_columns
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        encoded = tokenizer(*(batch[column] for column in text_columns), truncation=True, max_length=max_seq_length)
-        inputs = {key: encoded[key] for key in _MODEL_INPUTS if key in encoded}
+        inputs = kind.tokenize(plain, batch, tokenizer, max_seq_length)
         inputs["task"] = [task] * len(batch[text_columns[0]])
         return inputs
 
@@ -526,14 +547,15 @@ def tokenize_splits(dataset_dict: datasets.DatasetDict, spec: TaskSpec, tokenize
                 f"task {task!r}, split {split!r}: column {missing[0]!r} is missing; columns present: "
                 f"{dataset.column_names}. Pass splits from load_task_splits or prepare_dataset."
             )
-        dropped = [column for column in dataset.column_names if column != LABEL_COLUMN]
-        encoded = dataset.map(encode, batched=True, remove_columns=dropped, desc=f"Tokenizing {task} {split}")
-        tokenized[split] = encoded.rename_column(LABEL_COLUMN, "labels")
+        encoded = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc=f"Tokenizing {task} {split}")
+        # The prepared labels' type (float32 targets, fixed-length vectors), not what Arrow infers from Python lists.
+        tokenized[split] = encoded.cast_column("labels", dataset.features[LABEL_COLUMN])
     return datasets.DatasetDict(tokenized)
 
 
 def label_statistics(dataset: datasets.Dataset, spec: TaskSpec) -> LabelStatistics:
-    """Label counts (classification) or moments (regression) of a prepared or tokenised split.
+    """What `init` and `prior` read about a prepared or tokenised split's labels (the task kind's
+    `label_statistics`: class counts, target moments, or the kind's own initial and prior losses).
 
     Loss weightings such as `prior` and `init` read these before training, so they are computed on
     the whole label column at once rather than row by row.
@@ -546,30 +568,38 @@ def label_statistics(dataset: datasets.Dataset, spec: TaskSpec) -> LabelStatisti
         )
     if len(dataset) == 0:
         raise ValueError(f"task {spec.name!r}: label statistics need at least one row; the split is empty.")
-    labels = _arrow_column(dataset, column).to_numpy(zero_copy_only=False)
-    # A split that did not come through prepare_dataset (a user's own tokenised data) is checked here too:
-    # a NaN target or a fractional class id would otherwise only show up as a NaN loss, or silently truncated.
-    numbers = labels.astype(np.float64)
-    if spec.kind == "regression":
-        stored = _float32(numbers)
-        bad = ~np.isfinite(stored) | _outside_range(stored, spec)
-        valid = f"; valid values are {_valid_targets(spec)}"
+    if spec.kind in ("classification", "regression"):
+        _check_stored_labels(dataset, column, spec)
+        labels = arrow_column(dataset, column).to_numpy(zero_copy_only=False)
+        if spec.kind == "regression" and labels.dtype == object:
+            labels = np.stack(labels)
     else:
-        bad, valid = ~np.isfinite(numbers) | (numbers % 1 != 0), ""
+        labels = dataset[column]
+    return get_kind(spec.kind).label_statistics(spec, labels)
+
+
+def _check_stored_labels(dataset: datasets.Dataset, column: str, spec: TaskSpec) -> None:
+    """A split that did not come through prepare_dataset (a user's own tokenised data) is checked too: a NaN
+    target or a fractional class id would otherwise only show up as a NaN loss, or silently truncated."""
+    values = arrow_column(dataset, column)
+    if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        values = pc.list_flatten(values)
+    numbers = values.to_numpy(zero_copy_only=False).astype(np.float64)
+    if spec.kind == "regression":
+        stored = float32(numbers)
+        bad = ~np.isfinite(stored) | outside_range(stored, spec)
+        valid = f"; valid values are {valid_targets(spec)}"
+    else:
+        bad = ~np.isfinite(numbers) | (numbers % 1 != 0) | (numbers < 0) | (numbers >= spec.num_labels)
+        valid = f"; valid values are the ids 0..{spec.num_labels - 1}"
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
+        if spec.kind != "regression" and np.isfinite(numbers).all() and not (numbers % 1 != 0).any():
+            raise ValueError(
+                f"task {spec.name!r}: labels span {numbers.min():g}..{numbers.max():g}, outside 0..{spec.num_labels - 1}. "
+                "Prepare the data with prepare_dataset, which reports the offending row."
+            )
         raise ValueError(
-            f"task {spec.name!r}: row {first} has label {_arrow_column(dataset, column)[first].as_py()!r}, not a valid {spec.kind} label "
+            f"task {spec.name!r}: row {first} has label {values[first].as_py()!r}, not a valid {spec.kind} label "
             f"({int(bad.sum())} such row(s)){valid}. Prepare the data with prepare_dataset, which reports the offending row."
         )
-    if spec.kind == "regression":
-        targets = numbers
-        return LabelStatistics(num_rows=len(targets), mean=float(targets.mean()), variance=float(targets.var()),
-                               mean_square=float(np.mean(targets**2)))
-    if labels.min() < 0 or labels.max() >= spec.num_labels:
-        raise ValueError(
-            f"task {spec.name!r}: labels span {labels.min()}..{labels.max()}, outside 0..{spec.num_labels - 1}. "
-            "Prepare the data with prepare_dataset, which reports the offending row."
-        )
-    counts = np.bincount(labels.astype(np.int64), minlength=spec.num_labels)
-    return LabelStatistics(num_rows=len(labels), class_counts=counts)

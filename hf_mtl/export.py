@@ -1,23 +1,44 @@
-"""Per-task export: one task of a multi-task model as a standard `AutoModelForSequenceClassification`.
+"""Per-task export: one task of a multi-task model as a standard `transformers` model.
 
-* `export_task(model, task)` builds the single-task model (encoder + that task's head, `id2label` /
-  `label2id` from the task) and checks that its logits equal the multi-task model's.
+* `export_task(model, task)` builds the single-task model of the task's kind (`hf_mtl.kinds`,
+  `TaskKind.export_class`): the encoder plus that task's head, its config from the kind
+  (`TaskKind.export_config`: `num_labels`, `problem_type`, `id2label` / `label2id` with the real label
+  names), and checks that its logits equal the multi-task model's.
 * `save_task_model(RUN, task, DIR)` writes it with the tokenizer and its own model card
   (`hf_mtl.model_card.render_task_card`) to a folder, and optionally pushes it (`hf-mtl export`). It
   writes into a new or empty folder only, unless `overwrite=True` (`--overwrite`), and never into a
   folder that holds a multi-task model (the run itself, one of its checkpoints, another run).
 
-Which encoders export exactly. Every head of a `MultiTaskModel` is dropout and a linear layer on the
-encoder's pooled output. An encoder exports when its `*ForSequenceClassification` class has exactly
-that shape: the same base model class (with its pooler), a `dropout` and a `classifier` linear layer
-of shape (num_labels, hidden_size) applied to the pooler output. That holds for BERT and the models
-that load as `BertModel` (bert-base/large, all-MiniLM-L6-v2, TinyBERT, ...), and by the same rule for
-ALBERT, ERNIE, FNet, LayoutLM, MegatronBERT, MobileBERT and RoCBert (each checked on a tiny random
-model). RoBERTa / XLM-RoBERTa / CamemBERT / Data2VecText / X-MOD, BigBird and MPNet (a two-layer
-classification head on the first token), and DistilBERT, ELECTRA, DeBERTa, ConvBERT, Nyströmformer
-(no pooler: the multi-task head reads the first token's hidden state) are refused. `export_task`
-checks the rule, then runs both models on a probe batch and refuses to return a model whose logits
-differ.
+What each kind exports as:
+
+| kind | class | config |
+|---|---|---|
+| classification | `AutoModelForSequenceClassification` | `single_label_classification`, the class names |
+| regression (1 or D outputs) | `AutoModelForSequenceClassification` | `regression`, `num_labels` = D |
+| multi_label | `AutoModelForSequenceClassification` | `multi_label_classification` (sigmoid per label) |
+| token_classification | `AutoModelForTokenClassification` | the tag names (so `pipeline("token-classification", aggregation_strategy="simple")` groups entities by type) |
+| multiple_choice | `AutoModelForMultipleChoice` | one score per choice; inputs are (batch, choices, tokens) |
+
+Which tasks export exactly. Every head of a `MultiTaskModel` is dropout and a linear layer. A
+token-classification head reads every token's last hidden state, as every `*ForTokenClassification`
+of the shape (base model, `dropout`, `classifier`) does: that holds for BERT, RoBERTa, XLM-RoBERTa,
+DistilBERT, ELECTRA, DeBERTa-v2, ALBERT and most encoders, whatever the task's pooling (the
+exported base model has no pooler; the encoder's pooler weights are left out). A sentence-level or
+multiple-choice head exports only with `pooler` pooling: the standard heads read the encoder's pooler
+output, and no standard class reproduces `cls` (the first token without the pooler's dense layer and
+tanh) or `mean` pooling, so those tasks are refused (train with `--pooling pooler` to export them, or
+serve them with `hf-mtl predict` / the multi-task model). With `pooler` pooling, an encoder exports when
+its `*ForSequenceClassification` (`*ForMultipleChoice`) class has the same shape: the same base model
+class with its pooler, a `dropout` and a `classifier` linear layer on the pooler output. For sequence
+classification that holds for BERT and the models that load as `BertModel` (bert-base/large,
+all-MiniLM-L6-v2, TinyBERT, ...), and by the same rule for ALBERT, ERNIE, FNet, LayoutLM, MegatronBERT,
+MobileBERT and RoCBert (each checked on a tiny random model). RoBERTa / XLM-RoBERTa / CamemBERT /
+Data2VecText / X-MOD, BigBird and MPNet (a two-layer classification head on the first token), and
+DistilBERT, ELECTRA, DeBERTa, ConvBERT, Nyströmformer (no pooler: the multi-task head reads the first
+token's hidden state) are refused. Multiple choice maps BERT, ALBERT, ERNIE, FNet, MegatronBERT,
+MobileBERT, RoCBert and also RoBERTa, XLM-RoBERTa, CamemBERT, MPNet and BigBird (their
+`*ForMultipleChoice` reads the pooler). Whatever the rule says, `export_task` then runs both models on
+a probe batch and refuses to return a model whose logits differ.
 """
 
 from __future__ import annotations
@@ -31,50 +52,81 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from .hub import holds_multitask_model, load_run, task_spec, upload_folder
+from .kinds import get_kind
 from .model_card import MODEL_CARD, render_task_card, run_eval_metrics
 from .modeling import MultiTaskModel
 
 _EXPORTABLE = ("Exportable families: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), ALBERT, ERNIE, FNet, "
                "LayoutLM, MegatronBERT, MobileBERT, RoCBert.")
+_EXPORTABLE_BY_LEVEL = {
+    "sequence": _EXPORTABLE,
+    "choice": ("Exportable families for multiple choice: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), "
+               "ALBERT, ERNIE, FNet, MegatronBERT, MobileBERT, RoCBert, RoBERTa, XLM-RoBERTa, CamemBERT, MPNet, BigBird."),
+    "token": ("Token classification exports for encoders whose *ForTokenClassification is the base model, dropout and "
+              "a linear classifier (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2, ALBERT, ...)."),
+}
+#: What each pooling computes, for the refusal of a task whose pooling no standard head reproduces.
+_POOLING_MEANING = {
+    "cls": "the first token's last hidden state, without the pooler's dense layer and tanh",
+    "mean": "the mean of the last hidden states over the real (unpadded) tokens",
+}
+#: The head the standard class puts on the encoder, by what the task's head reads.
+_HEAD_WORDS = {
+    "sequence": ("a linear `classifier` on the encoder's pooler output (the BertForSequenceClassification head)"),
+    "choice": ("a linear `classifier` giving one score per (context, choice) pair from the encoder's pooler output "
+               "(the BertForMultipleChoice head)"),
+    "token": "a linear `classifier` on every token's last hidden state (the BertForTokenClassification head)",
+}
 
 
 def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
-    """One task of `model` as a standard `AutoModelForSequenceClassification` with the same logits.
+    """One task of `model` as a standard `transformers` model with the same logits.
 
-    The export is the encoder plus that task's head, `id2label` / `label2id` from the task's label
-    names, `problem_type="regression"` for a regression task (its one label is the task name), and
-    `classifier_dropout` set to the head's dropout. Encoders whose classification head has another
-    shape are refused (see the module docstring).
+    The class is the task kind's `export_class` (`AutoModelForSequenceClassification` for classification,
+    regression and multi-label tasks, `AutoModelForTokenClassification`, `AutoModelForMultipleChoice`); the
+    config gets the kind's `export_config` (`num_labels`, `problem_type`, `id2label` / `label2id` from the
+    task's label names) and `classifier_dropout` set to the head's dropout. Refused, with the reason and the
+    fix: a sentence-level or multiple-choice task trained with `cls` or `mean` pooling, and an encoder whose
+    standard head has another shape (see the module docstring).
     """
-    from transformers import AutoModelForSequenceClassification
+    import transformers
 
     spec = task_spec(model.config, task)
+    kind = get_kind(spec.kind)
     encoder = model.encoder
     family = encoder.config.model_type
+    level = kind.level
+    exportable = _EXPORTABLE_BY_LEVEL.get(level, _EXPORTABLE)
+    pooling = model.config.task_pooling(spec)
+    if level != "token" and pooling != "pooler":
+        raise ValueError(
+            f"export_task: cannot export task {task!r} ({spec.kind}) exactly: its head reads the encoder with "
+            f"{pooling!r} pooling ({_POOLING_MEANING.get(pooling, pooling)}), but {kind.export_class} puts "
+            f"{_HEAD_WORDS[level]}, and no standard transformers class reproduces {pooling!r} pooling, so the "
+            "exported logits would differ. To export it, train the task with --pooling pooler (or `pooling: pooler` "
+            "in its task file entry); to use this model as it is, serve the task with `hf-mtl predict RUN --task "
+            f"{task} ...` or the multi-task model (AutoModel.from_pretrained(RUN) with hf_mtl installed)."
+        )
     refusal = (
         f"export_task: cannot export task {task!r} of a {family!r} encoder exactly. A multi-task head is dropout + "
-        "a linear `classifier` on the encoder's pooler output (the BertForSequenceClassification head); "
+        f"{_HEAD_WORDS[level]}; "
     )
-    if getattr(encoder, "pooler", None) is None:
+    if level != "token" and getattr(encoder, "pooler", None) is None:
         raise ValueError(
             refusal + f"this {type(encoder).__name__} has no pooler, so its heads read the first token's hidden "
-            "state, which no standard sequence-classification head does. " + _EXPORTABLE
+            f"state, which no standard {'multiple-choice' if level == 'choice' else 'sequence-classification'} head "
+            "does. " + exportable
         )
     config = type(encoder.config).from_dict(encoder.config.to_dict())
     head = model.heads[task]
-    if spec.kind == "regression":
-        config.num_labels, config.problem_type = 1, "regression"
-        config.id2label, config.label2id = {0: spec.name}, {spec.name: 0}
-    else:
-        names = list(spec.label_names or (f"LABEL_{i}" for i in range(spec.num_labels)))
-        config.num_labels, config.problem_type = spec.num_labels, "single_label_classification"
-        config.id2label = dict(enumerate(names))
-        config.label2id = {name: i for i, name in enumerate(names)}
+    kind.export_config(spec, config)
     config.classifier_dropout = head.dropout.p
+    auto_class = getattr(transformers, kind.export_class)
     try:
-        exported = AutoModelForSequenceClassification.from_config(config)
+        exported = auto_class.from_config(config)
     except ValueError as error:
-        raise ValueError(refusal + f"transformers has no sequence-classification model for it ({error}).") from error
+        raise ValueError(refusal + f"transformers has no {kind.export_class} model for it ({error}). "
+                         + exportable) from error
     base = getattr(exported, exported.base_model_prefix, None)
     children = dict(exported.named_children())
     classifier = children.get("classifier")
@@ -83,27 +135,38 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
         or set(children) != {exported.base_model_prefix, "dropout", "classifier"}
         or not isinstance(classifier, nn.Linear)
         or classifier.weight.shape != head.classifier.weight.shape
-        or getattr(base, "pooler", None) is None
+        or (level != "token" and getattr(base, "pooler", None) is None)
     ):
         shape = ", ".join(f"{name}: {type(module).__name__}" for name, module in children.items())
-        raise ValueError(
-            refusal + f"{type(exported).__name__} is ({shape}), another head shape. " + _EXPORTABLE
-        )
+        raise ValueError(refusal + f"{type(exported).__name__} is ({shape}), another head shape. " + exportable)
     parameter = next(model.parameters())
     exported.to(device=parameter.device, dtype=parameter.dtype)
-    base.load_state_dict(encoder.state_dict())
+    _load_encoder(base, encoder, without_pooler=level == "token")
     classifier.load_state_dict(head.classifier.state_dict())
-    _check_same_logits(model, exported, task)
+    _check_same_logits(model, exported, task, choices=int(spec.num_labels) if level == "choice" else None)
     return exported
 
 
+def _load_encoder(base: nn.Module, encoder: nn.Module, without_pooler: bool) -> None:
+    """The encoder's weights into the exported model's base model; a token-classification base model has no
+    pooler (transformers builds it with `add_pooling_layer=False`), so the pooler's weights are left out."""
+    state = encoder.state_dict()
+    if without_pooler and getattr(base, "pooler", None) is None:
+        state = {name: value for name, value in state.items() if not name.startswith("pooler.")}
+    base.load_state_dict(state)
+
+
 @torch.no_grad()
-def _check_same_logits(model: MultiTaskModel, exported: Any, task: str) -> None:
-    """Run both models (eval mode) on a fixed probe batch; refuse an export whose logits differ."""
+def _check_same_logits(model: MultiTaskModel, exported: Any, task: str, choices: int | None = None) -> None:
+    """Run both models (eval mode) on a fixed probe batch (2 rows of 12 tokens, one padded; for multiple choice
+    2 rows of `choices` choices of 12 tokens); refuse an export whose logits differ."""
     vocab = model.encoder.config.vocab_size
-    input_ids = (torch.arange(2 * 12).reshape(2, 12) * 7919 % (vocab - 1) + 1).to(next(model.parameters()).device)
+    rows = 2 * (choices or 1)
+    input_ids = (torch.arange(rows * 12).reshape(rows, 12) * 7919 % (vocab - 1) + 1).to(next(model.parameters()).device)
     attention_mask = torch.ones_like(input_ids)
-    attention_mask[1, 8:] = 0
+    attention_mask[1::2, 8:] = 0
+    if choices is not None:
+        input_ids, attention_mask = input_ids.reshape(2, choices, 12), attention_mask.reshape(2, choices, 12)
     modes = model.training, exported.training
     model.eval()
     exported.eval()
@@ -113,12 +176,16 @@ def _check_same_logits(model: MultiTaskModel, exported: Any, task: str) -> None:
     finally:
         model.train(modes[0])
         exported.train(modes[1])
-    if not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):
-        raise ValueError(
-            f"export_task: the exported {type(exported).__name__} gives logits that differ from the multi-task "
-            f"model's for task {task!r} by up to {(actual - expected).abs().max().item():.3g}; this encoder "
-            "family does not map exactly onto a standard sequence-classification head."
-        )
+    if actual.shape != expected.shape:
+        difference = f"shape {tuple(actual.shape)} instead of {tuple(expected.shape)}"
+    elif not torch.allclose(actual, expected, rtol=1e-4, atol=1e-5):
+        difference = f"values that differ by up to {(actual - expected).abs().max().item():.3g}"
+    else:
+        return
+    raise ValueError(
+        f"export_task: the exported {type(exported).__name__} gives logits of {difference} from the multi-task "
+        f"model's for task {task!r}; this encoder family does not map exactly onto a standard head of this kind."
+    )
 
 
 def save_task_model(
@@ -132,8 +199,8 @@ def save_task_model(
     private: bool | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write task `task` of a run (a run folder, a Hub id or a `MultiTaskModel`) as a standard
-    sequence-classification model folder: weights, config, tokenizer and a model card.
+    """Write task `task` of a run (a run folder, a Hub id or a `MultiTaskModel`) as a standard transformers model
+    folder of the task kind's class (see `export_task`): weights, config, tokenizer and a model card.
 
     `output_dir` must be new or empty; with `overwrite=True` the export is written into a non-empty folder
     (its files of the same names are replaced, others are kept). A folder that holds a multi-task model

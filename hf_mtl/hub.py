@@ -10,8 +10,8 @@ tasks, and uploading a folder to the Hub.
   commit (`hf-mtl push`, `hf-mtl export --push_to_hub`).
 
 What is built on top lives in its own module: `hf_mtl.model_card` (the cards), `hf_mtl.export`
-(one task as a standard `AutoModelForSequenceClassification`) and `hf_mtl.inference` (evaluation and
-prediction of a saved run).
+(one task as a standard transformers model of its kind's class: sequence classification, token
+classification or multiple choice) and `hf_mtl.inference` (evaluation and prediction of a saved run).
 """
 
 from __future__ import annotations

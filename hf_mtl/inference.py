@@ -1,26 +1,54 @@
 """Evaluation and prediction with a saved multi-task model (a run folder or a Hub id).
 
 * `evaluate_run(RUN)` (`hf-mtl evaluate`) evaluates it on its tasks' dev sets through
-  `MultiTaskTrainer.evaluate`, with the same `eval_*` keys as evaluation during training.
-* `predict_file(RUN, task, in.tsv, out.tsv)` (`hf-mtl predict`) predicts one task for every row of a
-  TSV file read by `read_task_inputs` (through `hf_mtl.data.read_tsv`) and writes `index<TAB>prediction`.
+  `MultiTaskTrainer.evaluate`, with the same `eval_*` keys as evaluation during training
+  (`eval_glue_score` when every task is a GLUE task, else `eval_score`). A GLUE task reads --glue_dir /
+  $GLUE_DIR / the Hub; a task declared in a task file reloads its evaluation split from the source
+  recorded in the run's config.json (`TaskSpec.source`; relative paths are read from the current directory).
+* `predict_file(RUN, task, INPUT, OUTPUT)` (`hf-mtl predict`) predicts one task for every row of a file read
+  by `read_task_inputs`: a TSV with a header (through `hf_mtl.data.read_tsv`, as the GLUE files are read), or a
+  `.jsonl` / `.json` / `.csv` / `.parquet` file (datasets' loaders), with the task's own column names. It
+  writes `index<TAB>prediction` (TSV), or one JSON object per row for an `.jsonl` output. The predictions are
+  the task kind's (`TaskKind.predictions`): a label name, a number or vector, a label set, one tag per word,
+  the chosen answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .data import LABEL_COLUMN, glue_column_names, read_tsv, tokenize_splits
 from .hub import load_run, select_tasks, task_spec
+from .kinds import IGNORE_INDEX, get_kind
+from .kinds.base import arrow_column, cast_text, is_text
 from .modeling import MultiTaskModel
 from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+#: Input file extensions read with datasets' loaders (any other extension is read as TSV).
+INPUT_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".jsonl": ("json", {}),
+    ".json": ("json", {}),
+    ".csv": ("csv", {}),
+    ".parquet": ("parquet", {}),
+}
+#: The output extension written as JSON Lines (any other is written as TSV).
+JSONL_OUTPUT = ".jsonl"
+#: In a TSV output, a word that has no tag (cut off by --max_seq_length).
+NO_TAG = "_"
+#: The default --max_seq_length of `predict_file` when the task has none of its own.
+DEFAULT_MAX_SEQ_LENGTH = 128
 
 
 def _inference_trainer(model: MultiTaskModel, tokenizer: Any, tasks: Sequence[TaskSpec], output_dir: str | os.PathLike[str],
@@ -37,6 +65,9 @@ def _inference_trainer(model: MultiTaskModel, tokenizer: Any, tasks: Sequence[Ta
     return trainer
 
 
+# ---- evaluate ---------------------------------------------------------------------------------------
+
+
 def evaluate_run(
     run: str | os.PathLike[str],
     tasks: str | Sequence[str] | None = None,
@@ -47,11 +78,14 @@ def evaluate_run(
     """Evaluate a saved multi-task model (run folder or Hub id) on its tasks' evaluation splits.
 
     Returns and writes (`output_dir/eval_results.json`, default `RUN/evaluate` or `./evaluate-<name>`)
-    the same keys as evaluation during training: `eval_<task>_<metric>`, `eval_<task>_loss`,
-    `eval_glue_score`. `data_args` is a `hf_mtl.arguments.DataArguments` (glue_dir, max_seq_length, max_eval_samples).
+    the same keys as evaluation during training: `eval_<task>_<metric>`, `eval_<task>_loss`, and the macro
+    score `eval_glue_score` (every task a GLUE task) or `eval_score`. `data_args` is a
+    `hf_mtl.arguments.DataArguments` (glue_dir, max_seq_length, max_eval_samples; a task's own values from its
+    task file win, as in training). A task from a task file reads its evaluation split from the source saved
+    with the model (only that split's file, for a files source), relative paths from the current directory.
     """
     from .arguments import DataArguments
-    from .pipeline import build_datasets
+    from .pipeline import load_tasks, tokenize_tasks
 
     if output_dir is None:
         output_dir = Path(run) / "evaluate" if Path(run).is_dir() else Path(f"evaluate-{str(run).rstrip('/').split('/')[-1]}")
@@ -61,12 +95,23 @@ def evaluate_run(
                              "a folder (missing folders are created). Pass another --output_dir.")
     model, tokenizer = load_run(run)
     specs = select_tasks(model.config, tasks)
-    data_args = data_args or DataArguments()
-    # build_datasets tokenises every split it loads; one training row is enough, training sets are not used.
-    _, eval_sets = build_datasets(specs, tokenizer, dataclasses.replace(data_args, max_train_samples=1))
+    # Training sets are not used: one training row is enough (GLUE folders are read whole, then capped).
+    data_args = dataclasses.replace(data_args or DataArguments(), max_train_samples=1)
+    try:
+        loaded, prepared = load_tasks([_evaluation_source(spec) for spec in specs], data_args)
+    except FileNotFoundError as error:
+        if not any(spec.source for spec in specs):
+            raise
+        raise FileNotFoundError(
+            f"{error} (hf-mtl evaluate reads a task-file task's evaluation data from the source recorded in the run's "
+            f"config.json at training time; relative paths are read from the current directory, {Path.cwd()}. Run it "
+            "from the folder the training ran in, or put the data back at that path.)"
+        ) from None
+    _, eval_sets = tokenize_tasks(loaded, prepared, tokenizer, data_args)
     if not eval_sets:
         raise ValueError(f"evaluate: no evaluation split found for tasks {[s.name for s in specs]} in the data given "
-                         "(--glue_dir / $GLUE_DIR, else the Hub).")
+                         "(GLUE tasks: --glue_dir / $GLUE_DIR, else the Hub; task-file tasks: the validation data "
+                         "recorded in the run's config.json).")
     trainer = _inference_trainer(model, tokenizer, specs, output_dir, batch_size, eval_sets)
     metrics = trainer.evaluate()
     metrics.pop("epoch", None)  # the Trainer's log adds its epoch counter (0: nothing was trained here)
@@ -75,15 +120,70 @@ def evaluate_run(
     return metrics
 
 
-def read_task_inputs(spec: TaskSpec, path: str | os.PathLike[str]) -> tuple[Any, list[str]]:
-    """Rows of a TSV file with a header for `spec`, as a prepared dataset, and each row's index.
+def _evaluation_source(spec: TaskSpec) -> TaskSpec:
+    """`spec` reading only its evaluation files when its source is a set of files that has them: evaluating
+    needs neither the training file (which may be large, or absent where the model is evaluated) nor a test file."""
+    source = spec.source
+    if not source or source.get("type") != "files":
+        return spec
+    wanted = {f"{split}_file" for split in spec.eval_splits}
+    if not any(source.get(key) for key in wanted):
+        return spec
+    kept = {key: value for key, value in source.items() if not key.endswith("_file") or key in wanted}
+    return dataclasses.replace(spec, source=kept)
 
-    Text columns are found under the task's names (`sentence`, `sentence1`/`sentence2`, ...) or the
-    original GLUE header names (`#1 String`, ...); a label column, when present, is validated and kept,
-    else a placeholder label is added (and dropped again by `predict_file`). An `index` column (GLUE test
-    files) gives the row indices; otherwise rows count from 0. Quoting is off, as for the GLUE files.
+
+# ---- predict: reading the input ---------------------------------------------------------------------
+
+
+def read_task_inputs(spec: TaskSpec, path: str | os.PathLike[str],
+                     cache_dir: str | os.PathLike[str] | None = None) -> tuple[Any, list[Any]]:
+    """The rows of an input file for `spec`, as a prepared dataset (labels are placeholders), and each row's index.
+
+    * TSV (any extension but those below), with a header line, read as the GLUE files are (quoting off): text
+      columns are found under the task's names (`sentence`, `sentence1`/`sentence2`, ...) or the original GLUE
+      header names (`#1 String`, ...). For a classification or one-output regression task a label column, when
+      present, is validated as before; other labels are not read. A token-classification task's words column
+      holds the words separated by spaces.
+    * `.jsonl` / `.json` / `.csv` / `.parquet`, read with datasets' loaders: the task's columns under its own
+      names (the text column(s); the words column, a list per row; the context and the choices, a list column or
+      one column per choice). Labels are not read.
+
+    An `index` column gives the row indices; otherwise rows count from 0. Text is validated by the task's kind,
+    errors naming the file and line (or row).
     """
     path = Path(path)
+    fmt = INPUT_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        return _read_tsv_inputs(spec, path)
+    if cache_dir is not None:
+        return _read_loader_inputs(spec, path, fmt, cache_dir)
+    with tempfile.TemporaryDirectory() as scratch:
+        return _read_loader_inputs(spec, path, fmt, scratch)
+
+
+def _column_hint(spec: TaskSpec, tsv: bool) -> str:
+    """What the input must hold for `spec`, for a missing column."""
+    level = get_kind(spec.kind).level
+    if level == "token":
+        words = spec.text_columns[0]
+        if tsv:
+            return f"Name the words column {words!r} in the first line (tab-separated); it holds the words separated by spaces."
+        return (f"Give each row its words as a list under {words!r}, e.g. "
+                f"{{{json.dumps(words)}: [\"Tim\", \"Cook\", \"visited\", \"London\"]}}.")
+    if level == "choice":
+        context, choices = spec.text_columns[0], spec.text_columns[1:]
+        if len(choices) == 1:
+            return f"Give each row its context under {context!r} and its choices as a list under {choices[0]!r}."
+        return f"Give each row its context under {context!r} and one choice per column {list(choices)}."
+    if tsv:
+        return f"Name the text column(s) {list(spec.text_columns)} in the first line (tab-separated)."
+    return f"Give the text column(s) {list(spec.text_columns)}."
+
+
+def _read_tsv_inputs(spec: TaskSpec, path: Path) -> tuple[Any, list[Any]]:
+    import datasets
+
     table = read_tsv(path)
     if not table.rows:
         raise ValueError(f"--input {path}: expected a header line and at least one row, found "
@@ -100,15 +200,96 @@ def read_task_inputs(spec: TaskSpec, path: str | os.PathLike[str]) -> tuple[Any,
     if missing:
         raise ValueError(
             f"--input {path}: no column {missing[0]!r} for task {spec.name!r}; the header has {header}. "
-            f"Name the text column(s) {list(spec.text_columns)} in the first line (tab-separated)."
+            + _column_hint(spec, tsv=True)
         )
     ragged = table.ragged(len(header))
     if ragged is not None:
         raise ValueError(f"--input {path}, line {ragged[0]}: {len(ragged[1])} tab-separated fields, the header has "
                          f"{len(header)}. Fewer means a missing field, more a tab inside a text; fix the line.")
-    prepared = table.to_split(spec, positions, default_label="0")
-    index = [row[header.index("index")] for row in table.rows] if "index" in header else [str(i) for i in range(len(table.rows))]
-    return prepared, index
+    index: list[Any] = ([row[header.index("index")] for row in table.rows] if "index" in header
+                        else list(range(len(table.rows))))
+    kind = get_kind(spec.kind)
+    if LABEL_COLUMN in positions and kind.level == "sequence" and (
+            spec.kind == "classification" or (spec.kind == "regression" and int(spec.num_labels or 1) == 1)):
+        # A GLUE-style file with its labels (a dev file): they are validated, as the GLUE reader does.
+        return table.to_split(spec, positions, default_label="0"), index
+    if kind.level == "choice" and len(spec.text_columns) == 2:
+        raise ValueError(
+            f"--input {path}: task {spec.name!r} reads its choices as a list (column {spec.text_columns[1]!r}), which "
+            "a TSV file cannot hold. Give a .jsonl file instead, one row per line: "
+            f"{{{json.dumps(spec.text_columns[0])}: \"...\", {json.dumps(spec.text_columns[1])}: [\"...\", \"...\"]}}."
+        )
+    columns = {column: [row[positions[column]] for row in table.rows] for column in spec.text_columns}
+    raw = datasets.Dataset.from_dict(columns, features=datasets.Features(
+        dict.fromkeys(columns, datasets.Value("string"))))
+    lines = table.lines
+    return _prepare_inputs(spec, raw, lambda row: f"{path}, line {lines[row]}"), index
+
+
+def _read_loader_inputs(spec: TaskSpec, path: Path, fmt: tuple[str, dict[str, Any]],
+                        cache_dir: str | os.PathLike[str]) -> tuple[Any, list[Any]]:
+    import datasets
+
+    builder, options = fmt
+    if path.stat().st_size == 0:
+        raise ValueError(f"--input {path} is empty. Give a file with one row per input.")
+    try:
+        raw = datasets.load_dataset(builder, data_files={"input": str(path)}, split="input", cache_dir=str(cache_dir),
+                                    keep_in_memory=True, **options)
+    except Exception as error:  # noqa: BLE001 - the builders raise many kinds
+        cause = error.__cause__ or error
+        raise ValueError(f"--input {path} cannot be read as {path.suffix.lstrip('.')}: {type(cause).__name__}: "
+                         f"{str(cause)[:300]}. Fix the file, or give another format (.tsv, .jsonl, .json, .csv, "
+                         ".parquet).") from None
+    if len(raw) == 0:
+        raise ValueError(f"--input {path} has no rows. Give a file with one row per input.")
+    glue_names = glue_column_names(spec.name)
+    for column in spec.text_columns:
+        other = glue_names.get(column)
+        if column not in raw.column_names and other in raw.column_names:
+            raw = raw.rename_column(other, column)
+    missing = [c for c in spec.text_columns if c not in raw.column_names]
+    if missing:
+        raise ValueError(f"--input {path}: no column {missing[0]!r} for task {spec.name!r}; the file has columns "
+                         f"{raw.column_names}. " + _column_hint(spec, tsv=False))
+    index = raw["index"] if "index" in raw.column_names else list(range(len(raw)))
+    json_lines = builder == "json" and _starts_with_object(path)
+    if json_lines:
+        def locate(row: int) -> str:
+            return f"{path}, line {row + 1}"
+    elif builder == "csv":
+        def locate(row: int) -> str:
+            return f"{path}, data row {row + 1} (line {row + 2} if no field spans lines)"
+    else:
+        def locate(row: int) -> str:
+            return f"{path}, row {row}"
+    return _prepare_inputs(spec, raw.select_columns(list(spec.text_columns)), locate), list(index)
+
+
+def _starts_with_object(path: Path) -> bool:
+    """Whether a .json / .jsonl file is JSON Lines (its first character opens an object), so a row is a line."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return handle.read(64).lstrip()[:1] == "{"
+
+
+def _prepare_inputs(spec: TaskSpec, raw: Any, locate: Callable[[int], str]) -> Any:
+    """Rows to predict in the prepared shape: the text columns validated by the task's kind (`TaskKind.check_text`,
+    errors naming the row), then a placeholder `label` (`TaskKind.placeholder_label`; labels are not read when
+    predicting). A token-classification words column given as text is split on whitespace."""
+    kind = get_kind(spec.kind)
+    if kind.level == "token":
+        words = spec.text_columns[0]
+        if is_text(arrow_column(raw, words).type):
+            raw = raw.map(lambda row: {words: (row[words] or "").split()}, desc="Splitting words")
+    for column in spec.text_columns:
+        kind.check_text(spec, column, arrow_column(raw, column), locate)
+    prepared = raw.select_columns(list(spec.text_columns))
+    for column in spec.text_columns:
+        prepared = cast_text(prepared, column)
+    return prepared.add_column(LABEL_COLUMN, [kind.placeholder_label(spec, row) for row in prepared])
+
+
+# ---- predict ----------------------------------------------------------------------------------------
 
 
 def predict_file(
@@ -116,35 +297,88 @@ def predict_file(
     task: str,
     input_path: str | os.PathLike[str],
     output_path: str | os.PathLike[str],
-    max_seq_length: int = 128,
+    max_seq_length: int | None = None,
     batch_size: int = 64,
 ) -> Path:
-    """Predict task `task` of a saved model for every row of a TSV file (see `read_task_inputs`).
+    """Predict task `task` of a saved model for every row of an input file (see `read_task_inputs`).
 
-    Writes a TSV with `index` and `prediction`: the label name for classification, the float for regression.
-    Missing folders of `output_path` are created; see `check_prediction_paths` for what is refused.
+    Writes, per row, its index and the prediction of the task's kind: a TSV `index<TAB>prediction` (a label
+    name; a number, `%.6g`; a vector or a label set joined with commas; one tag per word joined with spaces;
+    the chosen answer), or with an `.jsonl` output one JSON object `{"index": ..., "prediction": ...}` per row
+    (lists stay lists). A token-classification row gets one tag per input word; a word past `max_seq_length`
+    tokens has none (`null`, `_` in TSV) and a warning says how many. `max_seq_length` defaults to the task's
+    own (from its task file), else 128. Missing folders of `output_path` are created; see
+    `check_prediction_paths` for what is refused.
     """
     import datasets
 
     output = check_prediction_paths(input_path, output_path, task)
     model, tokenizer = load_run(run)
     spec = task_spec(model.config, task)
-    prepared, index = read_task_inputs(spec, input_path)
-    tokenized = tokenize_splits(datasets.DatasetDict({"test": prepared}), spec, tokenizer, max_seq_length)["test"]
-    with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; predicting writes nothing there
+    kind = get_kind(spec.kind)
+    length = max_seq_length or spec.max_seq_length or DEFAULT_MAX_SEQ_LENGTH
+    with tempfile.TemporaryDirectory() as scratch:  # the loaders' cache and the Trainer's output_dir; nothing stays
+        prepared, index = read_task_inputs(spec, input_path, cache_dir=scratch)
+        tokenized = tokenize_splits(datasets.DatasetDict({"test": prepared}), spec, tokenizer, length)["test"]
+        # Token kinds read where the words start from the tokenised labels (-100 on a word's other pieces).
+        positions = tokenized["labels"] if kind.level == "token" else None
         trainer = _inference_trainer(model, tokenizer, [spec], scratch, batch_size)
         # Labels (real or placeholder) are not needed to predict; without them no loss is computed.
-        logits = trainer.predict(tokenized.remove_columns("labels")).predictions
-    if spec.kind == "regression":
-        predictions = [f"{value:.6g}" for value in logits.reshape(-1).tolist()]
+        logits = np.asarray(trainer.predict(tokenized.remove_columns("labels")).predictions)
+    if positions is not None:
+        marks = np.full(logits.shape[:2], IGNORE_INDEX, dtype=np.int64)
+        for row, labels in enumerate(positions):
+            marks[row, :len(labels)] = labels
+        predictions = _one_tag_per_word(kind.predictions(spec, logits, marks),
+                                        [len(words) for words in prepared[spec.text_columns[0]]], length)
     else:
-        names = list(spec.label_names or (str(i) for i in range(spec.num_labels)))
-        predictions = [names[i] for i in logits.argmax(axis=-1).tolist()]
+        predictions = kind.predictions(spec, logits)
+    _write_predictions(output, index, predictions, tags=kind.level == "token")
+    return output
+
+
+def _one_tag_per_word(predictions: list[list[Any]], words: list[int], max_seq_length: int) -> list[list[Any]]:
+    """Each row's tags padded with None to its number of words (the words cut off by truncation have no tag),
+    with a warning saying how many words that is."""
+    padded = [list(tags) + [None] * (count - len(tags)) for tags, count in zip(predictions, words)]
+    cut = [sum(tag is None for tag in tags) for tags in padded]
+    if sum(cut):
+        logger.warning(
+            "predict: %d word(s) in %d row(s) lie past --max_seq_length %d tokens and have no tag (null in JSON Lines, "
+            "%s in TSV); pass a larger --max_seq_length to tag them.", sum(cut), sum(1 for c in cut if c),
+            max_seq_length, NO_TAG)
+    return padded
+
+
+def _tsv_field(value: Any, tags: bool) -> str:
+    """A prediction as one TSV field: tags joined with spaces, vectors and label sets with commas."""
+    if isinstance(value, list):
+        return (" " if tags else ",").join(_tsv_field(item, tags) for item in value)
+    if value is None:
+        return NO_TAG
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_value(value: Any) -> Any:
+    """A prediction as plain JSON (numpy scalars as Python numbers)."""
+    if isinstance(value, list):
+        return [_json_value(item) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write_predictions(output: Path, index: Sequence[Any], predictions: Sequence[Any], tags: bool) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as handle:
+        if output.suffix.lower() == JSONL_OUTPUT:
+            handle.writelines(json.dumps({"index": _json_value(i), "prediction": _json_value(p)}, ensure_ascii=False)
+                              + "\n" for i, p in zip(index, predictions))
+            return
         handle.write("index\tprediction\n")
-        handle.writelines(f"{i}\t{p}\n" for i, p in zip(index, predictions))
-    return output
+        handle.writelines(f"{i}\t{_tsv_field(_json_value(p), tags)}\n" for i, p in zip(index, predictions))
 
 
 def check_prediction_paths(input_path: str | os.PathLike[str], output_path: str | os.PathLike[str], task: str = "TASK") -> Path:
@@ -154,12 +388,14 @@ def check_prediction_paths(input_path: str | os.PathLike[str], output_path: str 
     source, output = Path(input_path), Path(output_path)
     if not source.exists():
         raise FileNotFoundError(f"--input {source}: no such file (a relative path is read from {Path.cwd()}). Pass the "
-                                "TSV file to predict, with a header line naming the task's text columns.")
+                                "file to predict: a TSV file with a header line naming the task's text columns, or a "
+                                ".jsonl / .json / .csv / .parquet file with those columns.")
     if source.is_dir():
-        tsv = sorted(p.name for p in source.glob("*.tsv"))[:3]
-        example = f" (it holds {', '.join(tsv)})" if tsv else " (it holds no .tsv file)"
-        raise ValueError(f"--input {source} is a folder{example}; pass the TSV file itself"
-                         + (f", e.g. --input {source / tsv[0]}." if tsv else "."))
+        suffixes = (".tsv", *INPUT_FORMATS)
+        inputs = sorted(p.name for p in source.iterdir() if p.suffix.lower() in suffixes and p.is_file())[:3]
+        example = f" (it holds {', '.join(inputs)})" if inputs else " (it holds no .tsv, .jsonl, .json, .csv or .parquet file)"
+        raise ValueError(f"--input {source} is a folder{example}; pass the input file itself"
+                         + (f", e.g. --input {source / inputs[0]}." if inputs else "."))
     if output.is_dir():
         raise ValueError(f"--output {output} is a folder; pass the path of the file to write, e.g. --output "
                          f"{output / f'{task}-predictions.tsv'}.")

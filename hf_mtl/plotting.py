@@ -56,6 +56,8 @@ class Curves:
     eval: dict[str, dict[str, tuple[list[int], list[float]]]] = field(default_factory=dict)
     mean_loss: tuple[list[int], list[float]] = field(default_factory=lambda: ([], []))
     glue_score: tuple[list[int], list[float]] = field(default_factory=lambda: ([], []))
+    #: How the macro score is labelled: `eval_glue_score` (all tasks GLUE) or `eval_score`.
+    score_label: str = "GLUE score"
 
     @property
     def empty(self) -> bool:
@@ -129,9 +131,10 @@ def collect_curves(log_history: Iterable[Mapping[str, Any]], tasks: Sequence[str
             if key == "loss":
                 curves.mean_loss[0].append(step)
                 curves.mean_loss[1].append(float(value))
-            elif key == "eval_glue_score":
+            elif key in ("eval_glue_score", "eval_score"):  # the macro score over tasks (GLUE or not)
                 curves.glue_score[0].append(step)
                 curves.glue_score[1].append(float(value))
+                curves.score_label = "GLUE score" if key == "eval_glue_score" else "score (mean over tasks)"
             elif key.startswith("eval_"):
                 rest = key.removeprefix("eval_")
                 task = next((t for t in by_length if rest.startswith(f"{t}_")), None)
@@ -242,5 +245,5 @@ def _panels(curves: Curves) -> list[tuple[str, Any]]:
         panels.append(("grad_norm", lines(curves.grad_norm, "gradient norm", "Gradient norm per task", log=True)))
     if curves.eval or curves.glue_score[0]:
         flat = {f"{task} {metric}": series for task, metrics in curves.eval.items() for metric, series in metrics.items()}
-        panels.append(("eval", lines(flat, "metric", "Evaluation metrics", extra=("GLUE score", curves.glue_score))))
+        panels.append(("eval", lines(flat, "metric", "Evaluation metrics", extra=(curves.score_label, curves.glue_score))))
     return panels

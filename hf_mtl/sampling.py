@@ -19,9 +19,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset, Sampler
-from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
+
+from .kinds import KINDS, get_kind
+from .tasks import TaskSpec
 
 
 class MultiTaskDataset(Dataset):
@@ -107,19 +109,27 @@ class MultiTaskBatchSampler(Sampler[list[tuple[int, int]]]):
 
 
 class TaskCollator:
-    """Pads one task's examples; keeps the task name as the string `task` for `MultiTaskModel.forward`."""
+    """Pads one task's examples the way its kind needs (`TaskKind.collate`: padded inputs, token labels padded
+    with -100, choices stacked); keeps the task name as the string `task` for `MultiTaskModel.forward`.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, pad_to_multiple_of: int | None = None) -> None:
-        self.pad = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of)
+    `tasks` (the run's `TaskSpec`s) says each task's kind; a task not in it is collated as a sentence-level one.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, tasks: Sequence[TaskSpec] = (),
+                 pad_to_multiple_of: int | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.kinds = {spec.name: get_kind(spec.kind) for spec in tasks}
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         names = {f.get("task") for f in features}
         if len(names) != 1:
             raise ValueError(f"TaskCollator: one batch must hold one task, got {sorted(map(str, names))}.")
-        batch = self.pad([{k: v for k, v in f.items() if k != "task"} for f in features])
-        if "labels" in batch and batch["labels"].dtype == torch.float64:
-            batch["labels"] = batch["labels"].float()
-        return {"task": names.pop(), **batch}
+        name = names.pop()
+        kind = self.kinds.get(name, KINDS["classification"])
+        batch = kind.collate([{k: v for k, v in f.items() if k != "task"} for f in features], self.tokenizer,
+                             self.pad_to_multiple_of)
+        return {"task": name, **batch}
 
 
 class MultiTaskCollator:

@@ -11,7 +11,8 @@ What it overrides, and why:
 * `compute_loss`: the one place a task's loss is computed (the engine calls it for every task's forward
   pass, as do the `init` estimate and evaluation); given a whole multi-task batch it returns the
   strategy's objective F(L_1..L_K) as one differentiable scalar.
-* `evaluate`: per-task GLUE metrics as `eval_<task>_<metric>` plus `eval_glue_score`.
+* `evaluate`: per-task metrics as `eval_<task>_<metric>` plus the macro score over tasks, `eval_glue_score`
+  when every task is a GLUE task, else `eval_score`.
 * `log`: adds `loss_<task>`, `weight_<task>`, for gradient-level strategies `grad_norm_<task>`, and
   for those that see all task gradients at once `cos_<task>_<task>` (the cosine between two task
   gradients: negative means conflict), means since the last log, to the training logs, so
@@ -56,14 +57,16 @@ from .checkpoint import (
 from .data import label_statistics
 from .distributed import all_reduce_sum
 from .engine import StepResult, TaskByTaskStep
-from .metrics import compute_task_metrics, glue_score, task_score
+from .engine.state import loss_units
+from .metrics import compute_task_metrics, glue_score, score_name, task_score
 from .sampling import (
     MultiTaskBatchSampler,
     MultiTaskCollator,
     MultiTaskDataset,
     TaskCollator,
 )
-from .tasks import TaskSpec, parse_tasks
+from .task_file import parse_task_list
+from .tasks import TaskSpec
 from .training_args import MultiTaskTrainingArguments
 from .weighting import Weighting, build_weighting
 
@@ -100,7 +103,7 @@ class MultiTaskTrainer(Trainer):
         self.tasks = list(tasks) if tasks is not None else model.config.task_specs
         names = [t.name for t in self.tasks]
         if args.tasks:
-            wanted = [t.name for t in parse_tasks(args.tasks)]
+            wanted = [t.name for t in parse_task_list(args.tasks)]
             if wanted != names:
                 raise ValueError(f"--tasks {args.tasks} does not match the model's tasks {names}; train a model built for these tasks.")
         self._eval_specs = {key: t for t in self.tasks for key in t.eval_keys().values()}
@@ -117,7 +120,7 @@ class MultiTaskTrainer(Trainer):
                     f"eval_dataset: keys {unknown} match no task split; expected some of {list(self._eval_specs)}."
                 )
         if data_collator is None and processing_class is not None:
-            data_collator = TaskCollator(processing_class)
+            data_collator = TaskCollator(processing_class, self.tasks)
         super().__init__(
             model=model,
             args=args,
@@ -338,7 +341,7 @@ class MultiTaskTrainer(Trainer):
                 break
             batch = self._prepare_inputs(batch)
             for i, name in enumerate(names):
-                n = len(batch[name]["labels"])
+                n = loss_units(batch[name])
                 sums[0, i] += self.compute_loss(model, batch[name]).double() * n
                 sums[1, i] += n
         all_reduce_sum([sums])
@@ -371,7 +374,8 @@ class MultiTaskTrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Evaluate every task split; returns `<prefix>_<key>_<metric>` for each and `<prefix>_glue_score`."""
+        """Evaluate every task split; returns `<prefix>_<key>_<metric>` for each and the macro score over tasks,
+        `<prefix>_glue_score` when every task is a GLUE task, else `<prefix>_score` (`metrics.score_name`)."""
         eval_sets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if not isinstance(eval_sets, Mapping) or not eval_sets:
             raise ValueError("MultiTaskTrainer.evaluate: pass eval_dataset as a non-empty {eval key: Dataset} mapping.")
@@ -388,8 +392,9 @@ class MultiTaskTrainer(Trainer):
         finally:
             self.compute_metrics = user_metrics
         score = glue_score({task: sum(s) / len(s) for task, s in split_scores.items()})
-        metrics[f"{metric_key_prefix}_glue_score"] = score
-        self.log({f"{metric_key_prefix}_glue_score": score})
+        key = f"{metric_key_prefix}_{score_name(self.tasks)}"
+        metrics[key] = score
+        self.log({key: score})
         return metrics
 
     # ---- sharing ------------------------------------------------------------------------------

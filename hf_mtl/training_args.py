@@ -28,7 +28,9 @@ class _TasksAndWeighting:
 
     tasks: str | None = field(
         default=None,
-        metadata={"help": "Comma-separated task names, e.g. sst2,mrpc,stsb (GLUE: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli)."},
+        metadata={"help": "Comma-separated task names, e.g. sst2,mrpc,stsb (GLUE: cola, sst2, mrpc, stsb, qqp, mnli, qnli, "
+                  "rte, wnli); a config file's `tasks:` list may also hold task entries (your own data, any kind), as "
+                  "--task_config does."},
     )
     weighting: str = field(
         default="equal",

@@ -14,6 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+SHARED_SILVER = REPO.parent / "shared" / "data" / "silver"
 
 
 def glue_dir_or_skip() -> Path:
@@ -27,6 +28,65 @@ def glue_dir_or_skip() -> Path:
 @pytest.fixture(scope="session")
 def glue_dir() -> Path:
     return glue_dir_or_skip()
+
+
+def silver_dir_or_skip() -> Path:
+    """The real silver tasks folder ($SILVER_DIR, else ../shared/data/silver), or skip the test saying why."""
+    path = Path(os.environ.get("SILVER_DIR") or SHARED_SILVER)
+    if not (path / "ner" / "train.jsonl").exists():
+        pytest.skip(f"silver task data not found at {path} (set SILVER_DIR or place it at ../shared/data/silver)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def silver_dir() -> Path:
+    return silver_dir_or_skip()
+
+
+def every_kind_tasks(glue_dir: Path, silver_dir: Path, rows: int, tokenizer, max_seq_length: int = 64):
+    """One task of every kind on real text, `rows` training rows each: (specs, train sets, eval sets).
+
+    sst2 (classification) and stsb (regression) from GLUE; ner (token classification) and entity_types
+    (multi-label) from the silver folder, declared as a task file would; `pick_paraphrase` (multiple choice):
+    an MRPC paraphrase's first sentence with two candidate endings, its own second sentence and the next
+    pair's, the right one first or second in turn.
+    """
+    import datasets
+
+    from hf_mtl.arguments import DataArguments
+    from hf_mtl.data import load_task_splits, prepare_dataset
+    from hf_mtl.pipeline import load_tasks, tokenize_tasks
+    from hf_mtl.task_file import parse_task_list
+    from hf_mtl.tasks import GLUE_TASKS, TaskSpec
+
+    entries = [
+        "sst2", "stsb",
+        {"name": "ner", "kind": "token_classification", "train_file": str(silver_dir / "ner" / "train.jsonl"),
+         "validation_file": str(silver_dir / "ner" / "dev.jsonl"), "tokens_column": "tokens", "tags_column": "ner_tags"},
+        {"name": "entity_types", "kind": "multi_label", "train_file": str(silver_dir / "entity_types" / "train.jsonl"),
+         "validation_file": str(silver_dir / "entity_types" / "dev.jsonl"), "text_columns": ["text"],
+         "label_column": "labels"},
+    ]
+    data_args = DataArguments(glue_dir=str(glue_dir), max_train_samples=rows, max_eval_samples=rows,
+                              max_seq_length=max_seq_length)
+    specs, prepared = load_tasks(parse_task_list(entries), data_args)
+    mrpc = load_task_splits(GLUE_TASKS["mrpc"], glue_dir)
+
+    def choices(split):
+        pairs = split.filter(lambda row: row["label"] == 1).select(range(rows + 1))
+        firsts, seconds = pairs["sentence1"], pairs["sentence2"]
+        return datasets.Dataset.from_dict({
+            "context": firsts[:rows],
+            "endings": [[seconds[i], seconds[i + 1]] if i % 2 == 0 else [seconds[i + 1], seconds[i]] for i in range(rows)],
+            "label": [i % 2 for i in range(rows)],
+        })
+
+    pick = TaskSpec(name="pick_paraphrase", kind="multiple_choice", num_labels=2, text_columns=("context", "endings"))
+    specs.append(pick)
+    prepared[pick.name] = prepare_dataset(pick, datasets.DatasetDict(
+        {"train": choices(mrpc["train"]), "validation": choices(mrpc["validation"])}))
+    train, evaluation = tokenize_tasks(specs, prepared, tokenizer, data_args)
+    return specs, train, evaluation
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ Each run builds the model exactly like `conftest.tiny_model` (seed 0, dropout of
 `--rows` training rows of SST-2, STS-B and MRPC, trains it with `MultiTaskTrainer`, and every rank
 writes, under OUT/<run name>/:
 
-* `params.rank<r>.safetensors`: the final parameters (full tensors, also under FSDP2);
+* `params.rank<r>.safetensors`: the final parameters (full tensors, also under FSDP2), and
+  `initial.rank<r>.safetensors` the parameters before training;
 * `result.rank<r>.json`: the log history, the weighting's name and state, the world size, the
   largest parameter change (so a test can tell the comparison is not vacuous);
 * or `error.rank<r>.txt` with the traceback when the run raised (the next runs still go ahead:
@@ -18,7 +19,8 @@ Before training, each run checks that the prepared DataLoader gives rank r the m
 ... of the sampler (`check_sharding`): a mismatch would otherwise hang in collectives. A hang that
 gets through anyway ends after `--watchdog` seconds with every thread's stack printed.
 
-Run keys: name, weighting, batch (per device), accum (gradient accumulation, default 1), steps
+Run keys: name, tasks ("glue", the default: SST-2, STS-B and MRPC; or "kinds": one task of every kind,
+`conftest.every_kind_tasks`, which needs --silver_dir), weighting, batch (per device), accum (gradient accumulation, default 1), steps
 (default 3), optim (default "sgd"), lr (default 0.5), scheduler (default "constant"), max_grad_norm
 (default 0.0), args (more `MultiTaskTrainingArguments` fields, a dict), fsdp and fsdp_config (the
 `TrainingArguments` fields) and fsdp_on_cpu (see `fsdp_on_cpu` below).
@@ -151,6 +153,13 @@ def check_sharding(trainer) -> None:
         raise RuntimeError("multi-task batches are not sharded as hf_mtl.sampling promises:\n" + "\n".join(problems))
 
 
+def build_kind_datasets(glue_dir: str, silver_dir: str, rows: int, max_seq_length: int, tokenizer):
+    from conftest import every_kind_tasks
+
+    tasks, train, _ = every_kind_tasks(Path(glue_dir), Path(silver_dir), rows, tokenizer, max_seq_length)
+    return tasks, train
+
+
 def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
     from conftest import tiny_model
 
@@ -180,6 +189,7 @@ def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
     moved = max((params[n] - before[n]).abs().max().item() for n in params)
     rank = trainer.args.process_index
     save_file(params, str(out / f"params.rank{rank}.safetensors"))
+    save_file({n: p.contiguous() for n, p in before.items()}, str(out / f"initial.rank{rank}.safetensors"))
     result = {
         "world_size": trainer.args.world_size,
         "distributed_type": str(trainer.accelerator.distributed_type),
@@ -222,6 +232,7 @@ def main() -> None:
     parser.add_argument("--glue_dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--runs", required=True, help="JSON list of runs (see the module docstring)")
+    parser.add_argument("--silver_dir", help="the silver tasks folder, for runs with tasks: kinds")
     parser.add_argument("--rows", type=int, default=64, help="training rows per task")
     parser.add_argument("--max_seq_length", type=int, default=64)
     parser.add_argument("--watchdog", type=float, default=0,
@@ -233,12 +244,16 @@ def main() -> None:
 
     torch.set_num_threads(1)
     tasks, train, tokenizer = build_datasets(args.glue_dir, args.rows, args.max_seq_length)
+    task_sets = {"glue": (tasks, train)}
+    runs = json.loads(args.runs)
+    if any(run.get("tasks") == "kinds" for run in runs):
+        task_sets["kinds"] = build_kind_datasets(args.glue_dir, args.silver_dir, args.rows, args.max_seq_length, tokenizer)
     rank = int(os.environ.get("RANK", "0"))
-    for run in json.loads(args.runs):
+    for run in runs:
         out = Path(args.out) / run["name"]
         out.mkdir(parents=True, exist_ok=True)
         try:
-            train_one(run, tasks, train, tokenizer, out)
+            train_one(run, *task_sets[run.get("tasks", "glue")], tokenizer, out)
         except Exception:  # noqa: BLE001 - recorded for the test, which fails with it
             (out / f"error.rank{rank}.txt").write_text(traceback.format_exc())
             traceback.print_exc()

@@ -38,6 +38,7 @@ STRATEGY_ARGS: dict[str, dict[str, Any]] = {
     "static": {"task_weights": "sst2=1,stsb=0.5,mrpc=2"},
     "init": {"init_estimate_batches": 2},  # the measured initial losses are checkpointed state
     "power": {"gamma": 2.0},
+    "stch": {"stch_warmup_steps": 2},  # the nadir is measured before the checkpoint: the STCH phase resumes
 }
 
 TASK_NAMES = ("sst2", "stsb", "mrpc")

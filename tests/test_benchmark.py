@@ -28,6 +28,22 @@ def test_benchmark_tasks_reuse_glue_tasks_under_new_names():
     assert tasks[4][0].kind == tasks[0][0].kind and tasks[4][0].num_labels == tasks[0][0].num_labels
 
 
+def test_extra_buffer_counts_the_strategies_own_matrices():
+    """The engine's K × P matrix for every aggregator, one more for a strategy keeping a K × P state (DB-MTL's
+    moving averages, MoCo's tracked gradients, ExcessMTL's squared sums)."""
+    from conftest import TASKS, tiny_model
+
+    from hf_mtl.bench.speed import extra_buffer_mb
+
+    model = tiny_model(TASKS)
+    matrix = extra_buffer_mb(WEIGHTINGS["mgda"], model, 3)
+    assert matrix > 0
+    for name in ("db_mtl", "moco", "excess_mtl"):
+        assert extra_buffer_mb(WEIGHTINGS[name], model, 3) == 2 * matrix, name
+    for name in ("gradvac", "graddrop", "fairgrad", "imtl_h"):
+        assert extra_buffer_mb(WEIGHTINGS[name], model, 3) == matrix, name
+
+
 def test_bench_speed_smoke(tmp_path, glue_dir, tokenizer, capsys):
     from transformers import BertModel
 

@@ -34,10 +34,16 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+SHARED_SILVER = Path(__file__).resolve().parents[2] / "shared" / "data" / "silver"
 TIMEOUT_S = 240
 BATCH = 4  # rows per task and process with 2 processes; the global batch is 8 rows per task
 
-SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize", "pcgrad", "mgda", "uncertainty", "gradnorm"]
+SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize", "pcgrad", "mgda", "uncertainty", "gradnorm",
+                  # Stateful ones: seeded draws by step (gradvac, graddrop), K × P tensors (moco's tracked gradients,
+                  # excess_mtl's squared sums), moving targets (gradvac), learned scales (imtl_h), a nadir (stch).
+                  "gradvac", "graddrop", "moco", "excess_mtl", "imtl_h", "stch"]
+#: Options a strategy needs here: STCH's warm-up ends within the 3 steps, so its nadir is compared too.
+STRATEGY_OPTIONS: dict[str, dict] = {"stch": {"args": {"stch_warmup_steps": 2}}}
 ADAMW = {"optim": "adamw_torch", "lr": 1e-3, "scheduler": "linear", "max_grad_norm": 1.0,
          "args": {"weight_decay": 0.01}}
 # `max` multiplies the update by the largest task gradient norm (~10 here): a smaller step keeps it tame.
@@ -48,13 +54,14 @@ FSDP2 = {"fsdp": True, "fsdp_config": {"version": 2, "transformer_layer_cls_to_w
          "fsdp_on_cpu": True}
 
 # The one-process runs (global batch 8 rows per task).
-ONE_PROCESS: dict[str, dict] = {name: {"weighting": name, "batch": 2 * BATCH} for name in SGD_STRATEGIES}
+ONE_PROCESS: dict[str, dict] = {name: {"weighting": name, "batch": 2 * BATCH, **STRATEGY_OPTIONS.get(name, {})}
+                                for name in SGD_STRATEGIES}
 ONE_PROCESS["grad_normalize_shared_max"] = {"weighting": "grad_normalize", "batch": 2 * BATCH, **SHARED_MAX}
 ONE_PROCESS["geometric_adamw"] = {"weighting": "geometric", "batch": 2 * BATCH, **ADAMW}
 
 # The two-process runs: name -> (run, the one-process run it must match).
 TWO_PROCESSES: dict[str, tuple[dict, str]] = {
-    name: ({"weighting": name, "batch": BATCH}, name) for name in SGD_STRATEGIES}
+    name: ({"weighting": name, "batch": BATCH, **STRATEGY_OPTIONS.get(name, {})}, name) for name in SGD_STRATEGIES}
 for _name in ("geometric", "grad_normalize"):
     # 2 processes × 2 micro-batches of 2 rows against 1 process × 8 rows
     TWO_PROCESSES[f"{_name}_accum2"] = ({"weighting": _name, "batch": BATCH // 2, "accum": 2}, _name)
@@ -65,6 +72,11 @@ TWO_PROCESSES["geometric_adamw"] = ({"weighting": "geometric", "batch": BATCH, *
 # still be global.
 TWO_PROCESSES["geometric_checkpointing"] = (
     {"weighting": "geometric", "batch": BATCH, "args": {"gradient_checkpointing": True}}, "geometric")
+# One task of every kind (classification, regression, token classification, multi-label, multiple choice) on
+# real text, with a loss-level and a gradient-level strategy.
+for _name in ("geometric", "grad_normalize"):
+    ONE_PROCESS[f"kinds_{_name}"] = {"weighting": _name, "batch": 2 * BATCH, "tasks": "kinds"}
+    TWO_PROCESSES[f"kinds_{_name}"] = ({"weighting": _name, "batch": BATCH, "tasks": "kinds"}, f"kinds_{_name}")
 DDP_CASES = list(TWO_PROCESSES)
 # Last in the launch, so that no FSDP state can leak into the DDP runs.
 for _name in ("equal", "grad_normalize"):
@@ -72,10 +84,14 @@ for _name in ("equal", "grad_normalize"):
 FSDP2_CASES = [name for name in TWO_PROCESSES if name.startswith("fsdp2_")]
 
 
+def _silver_dir() -> Path | None:
+    path = Path(os.environ.get("SILVER_DIR") or SHARED_SILVER)
+    return path if (path / "ner" / "train.jsonl").exists() else None
+
+
 def _runs(processes: int) -> list[dict]:
-    if processes == 1:
-        return [{"name": name, **run} for name, run in ONE_PROCESS.items()]
-    return [{"name": name, **run} for name, (run, _) in TWO_PROCESSES.items()]
+    runs = ONE_PROCESS.items() if processes == 1 else ((name, run) for name, (run, _) in TWO_PROCESSES.items())
+    return [{"name": name, **run} for name, run in runs if _silver_dir() is not None or run.get("tasks") != "kinds"]
 
 
 def _launch(processes: int, runs: list[dict], glue_dir: Path, out: Path) -> subprocess.Popen:
@@ -84,7 +100,7 @@ def _launch(processes: int, runs: list[dict], glue_dir: Path, out: Path) -> subp
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
         str(WORKER), "--glue_dir", str(glue_dir), "--out", str(out), "--runs", json.dumps(runs),
-        "--watchdog", str(TIMEOUT_S - 30),
+        "--watchdog", str(TIMEOUT_S - 30), *(["--silver_dir", str(_silver_dir())] if _silver_dir() else []),
     ]
     with open(out.with_suffix(".log"), "w") as log:
         # A session of its own, so that a time-out can stop torchrun and its workers together.
@@ -153,6 +169,11 @@ def _assert_same_values(actual, expected, where: str, rel: float = 1e-5, abs_: f
 AGGREGATOR_TOLERANCE = (1e-4, 1e-5)
 
 
+#: Parameters whose exact gradient is 0, so that their update is rounding alone: the bias of the multiple-choice
+#: head (one score per choice from a shared layer: softmax over the choices ignores a shift common to all).
+ZERO_GRADIENT = ("heads.pick_paraphrase.classifier.bias",)
+
+
 def _assert_parameters_match(two: dict[str, torch.Tensor], one: dict[str, torch.Tensor],
                              initial: dict[str, torch.Tensor], rtol: float = 1e-5, atol: float = 1e-6) -> None:
     assert sorted(two) == sorted(one)
@@ -164,7 +185,7 @@ def _assert_parameters_match(two: dict[str, torch.Tensor], one: dict[str, torch.
         # The update itself, relative to its size: catches a gradient off by a factor in a small tensor.
         # (Tensors whose true update is ~0, such as attention key biases, carry only rounding noise.)
         reference = updates[name].norm().item()
-        if reference > 1e-6 * largest:
+        if reference > 1e-6 * largest and name not in ZERO_GRADIENT:
             error = (two[name] - initial[name] - updates[name]).norm().item()
             assert error <= 1e-3 * reference, f"{name}: update differs by {error / reference:.2e} (relative)"
 
@@ -181,6 +202,10 @@ def initial_parameters() -> dict[str, torch.Tensor]:
 
 def _check_against_one_process(name: str, launches: dict[int, Path], initial: dict[str, torch.Tensor],
                                wrapper_prefix: str) -> None:
+    if TWO_PROCESSES[name][0].get("tasks") == "kinds":
+        if _silver_dir() is None:
+            pytest.skip(f"silver task data not found at {SHARED_SILVER} (set SILVER_DIR): no task of every kind")
+        initial = load_file(str(launches[1] / TWO_PROCESSES[name][1] / "initial.rank0.safetensors"))
     two_params, two = _load(launches[2], name, 2)
     (one_params,), (one,) = _load(launches[1], TWO_PROCESSES[name][1], 1)
     assert [r["world_size"] for r in two] == [2, 2] and one["world_size"] == 1
@@ -198,7 +223,11 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
     from hf_mtl.weighting import WEIGHTINGS, AggregatorWeighting
 
     aggregator = issubclass(WEIGHTINGS[TWO_PROCESSES[name][0]["weighting"]], AggregatorWeighting)
-    _assert_parameters_match(two_params[0], one_params, initial, *(AGGREGATOR_TOLERANCE if aggregator else ()))
+    # Five tasks whose token-level losses sum hundreds of terms per rank: the 2-rank float32 sums round
+    # differently (~1e-7), which a strategy dividing by gradient norms lifts to ~2e-6 in a few pooler weights.
+    kinds = TWO_PROCESSES[name][0].get("tasks") == "kinds"
+    tolerance = AGGREGATOR_TOLERANCE if aggregator else ((1e-5, 1e-5) if kinds else ())
+    _assert_parameters_match(two_params[0], one_params, initial, *tolerance)
     _assert_same_values(two[0]["weighting_state"], one["weighting_state"], "weighting_state")
     steps_two, steps_one = _step_logs(two[0]), _step_logs(one)
     assert len(steps_one) == 3 and len(steps_two) == len(steps_one)

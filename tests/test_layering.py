@@ -17,10 +17,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_mtl"
 #: Each module's layer; a module imports only modules of its own layer or below. Names are relative to
 #: `hf_mtl`; a subpackage's modules share the subpackage's layer unless listed on their own.
 LAYERS: dict[str, int] = {
-    # Plain concepts: what a task is, label statistics, metrics, the strategies, collectives, plots.
-    "tasks": 0, "label_stats": 0, "metrics": 0, "plotting": 0, "distributed": 0, "weighting": 0,
-    # Data, model and the step engine.
-    "data": 1, "sampling": 1, "modeling": 1, "engine": 1,
+    # Plain concepts: what a task is and its kinds, label statistics, metrics, pooling, the strategies,
+    # collectives, plots, strict YAML/JSON reading.
+    "tasks": 0, "kinds": 0, "label_stats": 0, "metrics": 0, "pooling": 0, "plotting": 0, "distributed": 0,
+    "weighting": 0, "config_file": 0,
+    # Data sources, task files, data, model and the step engine.
+    "sources": 1, "task_file": 1, "data": 1, "sampling": 1, "modeling": 1, "engine": 1,
     # The trainer with its arguments, checkpoint state and callbacks; the model card it writes.
     "training_args": 2, "checkpoint": 2, "callbacks": 2, "trainer": 2, "model_card": 2,
     # Library entry points: a whole training run, the Hub, export and inference on a trained run.

@@ -1,4 +1,4 @@
-"""Strategies that learn or change during training: uncertainty, GradNorm, DWA, RLW, FAMO.
+"""Strategies that learn or change during training: uncertainty, GradNorm, DWA, RLW, FAMO, IMTL-L, STCH.
 
 The shared property suite (tests/test_weighting.py) sees them in their initial state. Here: the same
 properties along a scripted run of observe/update steps, exact hand-worked values for each strategy,
@@ -23,7 +23,9 @@ from hf_mtl.weighting import build_weighting
 import conftest
 from conftest import tiny_model
 
-LEARNED = ["uncertainty", "gradnorm", "dwa", "rlw", "famo"]
+LEARNED = ["uncertainty", "gradnorm", "dwa", "rlw", "famo", "imtl_l", "stch"]
+#: Short windows and warm-ups, so that a scripted run of a few steps crosses them.
+RUN_HPARAMS = {"dwa_window": 2, "stch_warmup_steps": 3}
 TASKS = conftest.WEIGHTING_TASKS
 SST2, MNLI, STSB = TASKS
 
@@ -78,7 +80,7 @@ def scripted_run(weighting, steps, seed=0, start=0):
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_factors_observe_and_objective_agree_along_a_run(name):
-    weighting = make(name, dwa_window=2)
+    weighting = make(name, **RUN_HPARAMS)
     history = scripted_run(weighting, 9)
     assert np.all(np.isfinite(history)) and np.all(history > 0)
     assert not np.allclose(history[0], history[-1]), "the weights never changed: the run tested nothing"
@@ -90,18 +92,18 @@ def test_factors_observe_and_objective_agree_along_a_run(name):
 
 @pytest.mark.parametrize("name", LEARNED)
 def test_state_restored_from_json_continues_identically(name):
-    reference = make(name, dwa_window=2)
+    reference = make(name, **RUN_HPARAMS)
     expected = scripted_run(reference, 8)
-    interrupted = make(name, dwa_window=2)
+    interrupted = make(name, **RUN_HPARAMS)
     scripted_run(interrupted, 5)
     state = json.loads(json.dumps(interrupted.state_dict()))
-    resumed = make(name, dwa_window=2)
+    resumed = make(name, **RUN_HPARAMS)
     resumed.load_state_dict(state)
     assert resumed.state_dict() == state
     np.testing.assert_array_equal(scripted_run(resumed, 8, start=5), expected[5:])
 
 
-@pytest.mark.parametrize("name", ["uncertainty", "gradnorm", "famo"])
+@pytest.mark.parametrize("name", ["uncertainty", "gradnorm", "famo", "imtl_l"])
 def test_learned_values_load_in_place_and_check_the_tasks(name):
     weighting = make(name)
     parameter = weighting.parameters()[0]
@@ -119,6 +121,7 @@ def test_learned_values_load_in_place_and_check_the_tasks(name):
     [
         ("uncertainty", "weighting_lr", 0.0), ("gradnorm", "gradnorm_alpha", -1.0), ("dwa", "dwa_window", 2.5),
         ("dwa", "dwa_temperature", 0.0), ("famo", "famo_weight_decay", math.nan), ("famo", "weighting_lr", -1.0),
+        ("imtl_l", "weighting_lr", 0.0), ("stch", "stch_mu", -1.0), ("stch", "stch_warmup_steps", 1.5),
     ],
 )
 def test_bad_hparams_name_the_flag(name, field, value):
@@ -267,6 +270,77 @@ def test_rlw_task_order_does_not_change_a_task_weight():
     np.testing.assert_allclose(rlw_stream(backward, 3)[:, ::-1], rlw_stream(forward, 3), rtol=1e-14)
 
 
+# imtl_l ----------------------------------------------------------------------------------------------
+
+
+def test_imtl_l_exact_values_and_observe_sets_the_objective_gradient():
+    weighting = make("imtl_l")
+    weighting.load_state_dict({"loss_scales": {"sst2": 0.0, "mnli": math.log(2), "stsb": -1.0}})
+    losses = [0.5, 2.0, 8.0]
+    np.testing.assert_allclose(weighting.weights(losses), [1.0, 2.0, 1 / math.e], rtol=1e-12)
+    objective = weighting.objective(torch.tensor(losses, dtype=torch.float64))
+    assert objective.item() == pytest.approx(0.5 + 4.0 + 8 / math.e - math.log(2) + 1.0, rel=1e-12)
+
+    (expected,) = torch.autograd.grad(objective, weighting.parameters())
+    weighting.observe(losses)
+    s_grad = weighting.parameters()[0].grad
+    torch.testing.assert_close(s_grad, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(s_grad, torch.tensor([-0.5, 3.0, 8 / math.e - 1], dtype=torch.float64))
+
+
+def test_imtl_l_drives_every_scaled_loss_to_one():
+    weighting = make("imtl_l")
+    for _ in range(300):
+        weighting.observe([0.5, 2.0, 8.0])
+        sgd_update(weighting, lr=0.05)
+    np.testing.assert_allclose(weighting.parameters()[0].tolist(), -np.log([0.5, 2.0, 8.0]), atol=1e-3)
+    np.testing.assert_allclose(weighting.weights([0.5, 2.0, 8.0]) * [0.5, 2.0, 8.0], 1.0, atol=1e-3)
+
+
+# stch ------------------------------------------------------------------------------------------------
+
+
+def test_stch_warms_up_on_log_losses_then_normalises_by_their_mean():
+    """Two warm-up steps (weights 1/L_i, nadir = their mean losses); the third step, and not a factor earlier,
+    uses F = μK log Σ exp(log(L_i/L̄_i)/μ): dF/dL_i = K softmax(z)_i / L_i."""
+    weighting = make("stch", stch_warmup_steps=2, stch_mu=0.5)
+    warmup = [[1.0, 4.0, 0.5], [3.0, 2.0, 1.5]]
+    for losses in warmup:
+        np.testing.assert_allclose(weighting.weights(losses), 1 / np.array(losses), rtol=1e-12)
+        factors = [weighting.task_log_factor(i, loss) for i, loss in enumerate(losses)]
+        weighting.observe(losses)
+        # The warm-up closed in observe: this step's common factor and objective stay the warm-up's.
+        np.testing.assert_allclose(np.exp(np.array(factors) + weighting.common_log_factor(losses)), 1 / np.array(losses))
+        np.testing.assert_allclose(autograd_weights(weighting, losses), 1 / np.array(losses), rtol=1e-12)
+    nadir = np.mean(warmup, axis=0)
+    np.testing.assert_allclose(weighting.nadir, nadir, rtol=1e-15)
+    losses = np.array([1.0, 1.0, 2.0])
+    z = np.log(losses / nadir) / 0.5
+    expected = 3 * np.exp(z) / np.exp(z).sum() / losses
+    np.testing.assert_allclose(weighting.weights(losses), expected, rtol=1e-12)
+    np.testing.assert_allclose(autograd_weights(weighting, losses), expected, rtol=1e-12)
+    objective = weighting.objective(torch.tensor(losses, dtype=torch.float64)).item()
+    assert objective == pytest.approx(0.5 * 3 * np.log(np.exp(z).sum()), rel=1e-12)
+
+
+def test_stch_tends_to_the_worst_task_as_mu_shrinks():
+    """μ → 0: all weight on the task with the largest normalised loss (Tchebycheff); losses 1e-8 to 1e8 stay finite."""
+    weighting = make("stch", stch_warmup_steps=0, stch_mu=1e-3)
+    weights = weighting.weights([1e-8, 1e8, 1.0]) * [1e-8, 1e8, 1.0]
+    np.testing.assert_allclose(weights, [0.0, 3.0, 0.0], atol=1e-12)
+
+
+def test_stch_is_invariant_to_one_loss_scale_once_the_nadir_is_measured():
+    def run(scale):
+        weighting = make("stch", stch_warmup_steps=2)
+        for losses in ([1.0, 4.0, 0.5], [3.0, 2.0, 1.5]):
+            weighting.weights([losses[0], losses[1] * scale, losses[2]])
+            weighting.observe([losses[0], losses[1] * scale, losses[2]])
+        return weighting.weights([1.0, 2.0 * scale, 0.25]) * [1.0, scale, 1.0]  # dF/dθ uses w_i ∇(c L_i)
+
+    np.testing.assert_allclose(run(1e4), run(1.0), rtol=1e-12)
+
+
 # famo ------------------------------------------------------------------------------------------------
 
 
@@ -303,7 +377,7 @@ def datasets(glue_dir, tokenizer):
 def make_trainer(output_dir, datasets, tokenizer, name, **overrides):
     args = conftest.training_arguments(output_dir, **{"weighting": name, "max_steps": 3, "learning_rate": 1e-3,
                                                       "optim": "adamw_torch", **overrides})
-    weighting = build_weighting(name, TRAIN_TASKS, hparams={"dwa_window": 1}, seed=3)
+    weighting = build_weighting(name, TRAIN_TASKS, hparams={"dwa_window": 1, "stch_warmup_steps": 1}, seed=3)
     return conftest.make_trainer(args, datasets, tokenizer, weighting=weighting)
 
 
@@ -320,10 +394,10 @@ def test_trainer_trains_logs_and_optimizes_the_strategy_parameters(name, tmp_pat
         np.testing.assert_allclose(weights.sum(1), 1.0, rtol=1e-6)
     if name in ("gradnorm", "dwa"):
         np.testing.assert_allclose(weights.sum(1), 3.0, rtol=1e-6)
-    if name in ("uncertainty", "gradnorm", "dwa"):
+    if name in ("uncertainty", "gradnorm", "dwa", "imtl_l"):
         assert weights[0].tolist() == [1.0, 1.0, 1.0]  # s = 0, w = 1, no DWA window yet
     assert not np.allclose(weights[0], weights[-1]), "the weights never changed"
-    assert len(initial) == (1 if name in ("uncertainty", "gradnorm", "famo") else 0)
+    assert len(initial) == (1 if name in ("uncertainty", "gradnorm", "famo", "imtl_l") else 0)
     for before, after in zip(initial, trainer.weighting.parameters()):
         assert not torch.equal(before, after.detach()), "the strategy's parameters did not move"
         groups = [g for g in trainer.optimizer.param_groups if any(p is after for p in g["params"])]

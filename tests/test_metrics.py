@@ -17,8 +17,9 @@ LOGITS = np.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [-1.0, 1.0]])
 REFERENCES = np.array([0, 1, 1, 1])
 
 
-def test_metric_names_are_the_glue_ones() -> None:
-    assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr"}
+def test_metric_names_are_the_glue_ones_and_the_multi_label_ones() -> None:
+    assert set(METRICS) == {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr",
+                            "f1_micro", "f1_macro", "exact_match"}
 
 
 def test_mrpc_f1_and_accuracy_by_hand() -> None:
@@ -88,10 +89,40 @@ def test_evaluate_modules_and_callables_receive_class_ids_and_merge() -> None:
 
 
 def test_unknown_metric_name_lists_the_valid_ones() -> None:
-    spec = TaskSpec(name="custom", kind="classification", num_labels=2, text_columns=("text",), metrics=("auc",))
-    with pytest.raises(ValueError, match=r"task 'custom': unknown metric 'auc'. Valid names: accuracy, f1, "
-                                         r"matthews_correlation, pearson, spearmanr"):
+    """Offline, a name that is not built in cannot be loaded from the Hub: the error lists the built-in names
+    and says a local module path works."""
+    spec = TaskSpec(name="custom", kind="classification", num_labels=2, text_columns=("text",), metrics=("no_such_metric",))
+    with pytest.raises(ValueError, match=r"task 'custom': metric 'no_such_metric' is not a built-in metric \(accuracy, "
+                                         r"f1, matthews_correlation, pearson, spearmanr, .*seqeval\) and "
+                                         r"evaluate.load\('no_such_metric'\) failed: .*local evaluate module"):
         compute_task_metrics(spec, LOGITS, REFERENCES)
+
+
+LOCAL_METRIC = '''
+import datasets
+import evaluate
+
+
+class WrongCount(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="rows predicted wrong", citation="", inputs_description="",
+                                   features=datasets.Features({"predictions": datasets.Value("int64"),
+                                                               "references": datasets.Value("int64")}))
+
+    def _compute(self, predictions, references):
+        return {"wrong": sum(p != r for p, r in zip(predictions, references))}
+'''
+
+
+def test_a_local_evaluate_module_is_a_metric_offline(tmp_path) -> None:
+    """`metrics` may name an `evaluate` module by its local path: loaded with evaluate.load, offline."""
+    pytest.importorskip("evaluate")
+    path = tmp_path / "wrong_count.py"
+    path.write_text(LOCAL_METRIC)
+    spec = TaskSpec(name="custom", kind="classification", num_labels=2, text_columns=("text",),
+                    metrics=("accuracy", str(path)))
+    # LOGITS predict [0, 1, 0, 1] for REFERENCES [0, 1, 1, 1]: one wrong.
+    assert compute_task_metrics(spec, LOGITS, REFERENCES) == {"accuracy": 0.75, "wrong": 1.0}
 
 
 def test_metrics_returning_the_same_key_are_rejected() -> None:

@@ -141,7 +141,11 @@ def _holds_pickle(data: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name", ["init", "db_mtl"])  # db_mtl: its moving average goes to safetensors
+#: Strategies whose state holds a K × P tensor, and its key: it goes to safetensors.
+TENSOR_STATES = {"db_mtl": "ema", "moco": "tracked", "excess_mtl": "squares"}
+
+
+@pytest.mark.parametrize("name", ["init", *TENSOR_STATES])
 def test_checkpoint_weighting_state_is_json_and_safetensors_only(name, tmp_path, train_data, tokenizer):
     if name not in WEIGHTINGS:
         pytest.skip(f"{name} is not registered")
@@ -150,14 +154,15 @@ def test_checkpoint_weighting_state_is_json_and_safetensors_only(name, tmp_path,
     checkpoint = tmp_path / "checkpoint-2"
     files = sorted(p.name for p in checkpoint.iterdir())
     weighting_files = [f for f in files if f.startswith("weighting_state")]
-    expected = {WEIGHTING_STATE_FILE, WEIGHTING_TENSORS_FILE} if name == "db_mtl" else {WEIGHTING_STATE_FILE}
+    expected = {WEIGHTING_STATE_FILE, WEIGHTING_TENSORS_FILE} if name in TENSOR_STATES else {WEIGHTING_STATE_FILE}
     assert set(weighting_files) == expected
     state = json.loads((checkpoint / WEIGHTING_STATE_FILE).read_text())
     assert state["name"] == name
     if name == "init":
         assert all(math.isfinite(v) for v in state["state"]["reference_losses"].values())
     else:
-        assert state["state"]["ema"] == {"__tensor__": "state.ema"}
+        key = TENSOR_STATES[name]
+        assert state["state"][key] == {"__tensor__": f"state.{key}"}
     for name in weighting_files:
         assert not _holds_pickle((checkpoint / name).read_bytes()), name
     assert _holds_pickle((checkpoint / "optimizer.pt").read_bytes())  # the check does see a torch.save file
@@ -230,3 +235,37 @@ def test_every_rank_holds_the_same_strategy_state_and_weights_at_every_logging_s
     assert results[0] == results[1] == {"global_step": 2, "interrupted_by": int(signal.SIGTERM),
                                         "checkpoints": ["checkpoint-2"]}
     assert is_complete_checkpoint(str(tmp_path / "runs" / "signal" / "checkpoint-2"))
+
+
+@pytest.fixture(scope="module")
+def every_kind(glue_dir, silver_dir, tokenizer):
+    from conftest import every_kind_tasks
+
+    specs, train, _ = every_kind_tasks(glue_dir, silver_dir, 32, tokenizer, max_seq_length=32)
+    return specs, train
+
+
+@pytest.mark.parametrize("name", ["geometric", "prior", "grad_normalize", "upgrad"])
+def test_every_task_kind_resumes_exactly(name, tmp_path, every_kind, tokenizer):
+    """One task of every kind (classification, regression, token tags, multi-label, multiple choice) on real text:
+    the run resumed from step N's checkpoint ends where the uninterrupted run ends."""
+    import conftest
+    from resume_worker import training_args
+
+    specs, train = every_kind
+    settings = dict(run_settings("adamw_torch", 2), per_device_train_batch_size=4)
+
+    def trainer(folder, seed):
+        return conftest.make_trainer(training_args(tmp_path / folder, name, **settings), train, tokenizer, tasks=specs,
+                                     model_seed=seed)
+
+    full = trainer("full", 0)
+    full.train()
+    resumed = trainer("resumed", 1)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{N}"))
+    assert resumed.state.global_step == full.state.global_step == 2 * N
+    assert_parameters_close(parameters(resumed.model), parameters(full.model))
+    assert_states_close(resumed.weighting.state_dict(), full.weighting.state_dict())
+    for got, want in zip(train_logs(resumed, N), train_logs(full, N), strict=True):
+        assert got == pytest.approx(want, rel=1e-6, nan_ok=True)
+        assert {f"loss_{spec.name}" for spec in specs} <= set(got)

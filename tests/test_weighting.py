@@ -57,6 +57,9 @@ STRATEGY_HPARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "estimated": {"init_estimate_batches": 2},
     },
     "power": {f"gamma={g:g}": {"gamma": g} for g in (-200.0, -2.0, 0.0, 0.5, 1.0, 3.0, 200.0)},
+    # Warm-up (log losses), and the STCH objective itself (no warm-up: nadir 1) at two temperatures.
+    "stch": {"warmup": {}, "no-warmup": {"stch_warmup_steps": 0},
+             "no-warmup-mu=0.05": {"stch_warmup_steps": 0, "stch_mu": 0.05}},
 }
 ESTIMATED = {"init_estimate_batches": 2}
 
@@ -199,6 +202,15 @@ EXACT_CASES = {
     ),
     # ξ = 0: z = 1/3, c = (2 + 1/2 + 1/8)/3 = 7/8, dF/dL_i = (1/L_i) / Σ_j (1/L_j), F = (1/3) log 8 / c
     "famo": ("famo", {}, [16 / 21, 4 / 21, 1 / 21], 8 * LN2 / 7),
+    # s = 0: F = Σ (L_i − 0), weights 1.
+    "imtl_l": ("imtl_l", {}, [1.0, 1.0, 1.0], 10.5),
+    # The warm-up objective is Σ log L_i (geometric's).
+    "stch-warmup": ("stch", {}, [2.0, 0.5, 0.125], math.log(8)),
+    # Nadir 1, μ = 1: F = K log Σ L_i, dF/dL_i = K / Σ L_j = 3/10.5 for every task.
+    "stch-no-warmup": ("stch", {"stch_warmup_steps": 0}, [2 / 7, 2 / 7, 2 / 7], 3 * math.log(10.5)),
+    # μ = 1/2: F = μK log Σ L_i^(1/μ) = 1.5 log Σ L_i², dF/dL_i = K L_i / Σ L_j² (Σ L² = 68.25).
+    "stch-mu-0.5": ("stch", {"stch_warmup_steps": 0, "stch_mu": 0.5}, [1.5 / 68.25, 6 / 68.25, 24 / 68.25],
+                    1.5 * math.log(68.25)),
 }
 
 
@@ -580,7 +592,8 @@ def test_the_flags_are_the_union_of_the_declarations() -> None:
     declared = {f.name for cls in WEIGHTINGS.values() for f in dataclasses.fields(cls.Config)}
     assert set(hparam_flags()) == declared
     assert set(_arguments().weighting_hparams()) == declared
-    assert hparam_flags()["weighting_lr"].strategies == ("uncertainty", "gradnorm", "famo")
+    assert hparam_flags()["weighting_lr"].strategies == ("uncertainty", "gradnorm", "famo", "imtl_l", "imtl_h")
+    assert hparam_flags()["mgda_normalization"].choices == ("none", "l2", "loss", "loss+l2", "loss+")
     assert hparam_flags()["norm_scope"].choices == ("all", "shared")
 
 
@@ -644,6 +657,10 @@ def test_registration_refuses_a_flag_declared_twice_differently() -> None:
         ({"weighting": "dwa", "dwa_window": 0}, r"--dwa_window must be a whole number .*got 0"),
         ({"weighting": "grad_normalize", "norm_scope": "heads"}, r"--norm_scope 'heads' is not one of: all, shared"),
         ({"weighting": "init", "init_estimate_batches": -1}, r"--init_estimate_batches must be .*got -1"),
+        ({"weighting": "stch", "stch_mu": 0.0}, r"--stch_mu must be a positive temperature .*got 0\.0"),
+        ({"weighting": "stch", "stch_warmup_steps": -1}, r"--stch_warmup_steps must be a whole number .*got -1"),
+        ({"weighting": "mgda", "mgda_normalization": "loss+l1"}, r"--mgda_normalization 'loss\+l1' is not one of"),
+        ({"weighting": "fairgrad", "fairgrad_alpha": 20.0}, r"--fairgrad_alpha must be a number in \[0\.1, 10\]"),
     ],
 )
 def test_arguments_validate_the_chosen_strategys_hparams_by_flag(values: dict[str, Any], message: str) -> None:
@@ -657,6 +674,11 @@ def test_command_line_parses_the_derived_flags() -> None:
     _, _, args = parse_train_args(["--output_dir", "unused", "--tasks", "sst2", "--weighting", "grad_normalize",
                                    "--norm_scope", "shared", "--norm_scale", "max", "--weighting_lr", "0.1"])
     assert (args.norm_scope, args.norm_scale, args.weighting_lr) == ("shared", "max", 0.1)
+    # The MGDA-UB code's spelling `loss+` is accepted and stands for loss+l2.
+    _, _, args = parse_train_args(["--output_dir", "unused", "--tasks", "sst2", "--weighting", "mgda",
+                                   "--mgda_normalization", "loss+"])
+    assert args.mgda_normalization == "loss+" and args.weighting_hparams()["mgda_normalization"] == "loss+"
+    assert build_weighting("mgda", TASKS, hparams=args.weighting_hparams()).normalization == "loss+l2"
     with pytest.raises(SystemExit):
         parse_train_args(["--output_dir", "unused", "--norm_scope", "heads"])
     with pytest.raises(ValueError, match="--gamma inf is not finite"):
@@ -670,7 +692,7 @@ def test_command_line_parses_the_derived_flags() -> None:
         ({"weighting": "equal", "task_weights": "sst2=1"},
          ["--task_weights is not used by --weighting equal; it is used by: static."]),
         ({"weighting": "pcgrad", "weighting_lr": 0.1, "cagrad_c": 0.4},
-         ["--weighting_lr is not used by --weighting pcgrad; it is used by: uncertainty, gradnorm, famo."]),
+         ["--weighting_lr is not used by --weighting pcgrad; it is used by: uncertainty, gradnorm, famo, imtl_l, imtl_h."]),
         ({"weighting": "power", "gamma": 2.0}, []),
         ({"weighting": "geometric+grad_normalize", "norm_scale": "max"}, []),
         ({"weighting": "famo", "weighting_lr": 0.1, "famo_weight_decay": 0.0}, []),

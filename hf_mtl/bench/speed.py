@@ -106,7 +106,8 @@ def extra_buffer_mb(weighting_cls: Any, model: Any, num_tasks: int, gradient_acc
     """What the engine holds beyond `.grad` (MB): nothing when every task's backward adds straight into
     `.grad`; one parameter-sized buffer when each task's gradient is kept apart (a gradient-level
     strategy, or gradient accumulation); a K × P matrix of the shared parameters' task gradients for
-    strategies that need all K at once (`AggregatorWeighting`)."""
+    strategies that need all K at once (`AggregatorWeighting`), plus the K × P buffers of their own state
+    (`state_matrices`: DB-MTL's moving averages, MoCo's tracked gradients, ExcessMTL's squared sums)."""
     from ..weighting import AggregatorWeighting
 
     def size(params: Any) -> float:
@@ -114,7 +115,8 @@ def extra_buffer_mb(weighting_cls: Any, model: Any, num_tasks: int, gradient_acc
 
     if isinstance(weighting_cls, type) and issubclass(weighting_cls, AggregatorWeighting):
         head_params = {id(p) for p in model.heads.parameters()}
-        return num_tasks * size(p for p in model.parameters() if id(p) not in head_params)
+        matrices = 1 + getattr(weighting_cls, "state_matrices", 0)
+        return matrices * num_tasks * size(p for p in model.parameters() if id(p) not in head_params)
     if weighting_cls.kind != "loss" or gradient_accumulation_steps > 1:
         return size(model.parameters())
     return 0.0

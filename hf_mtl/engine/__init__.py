@@ -39,4 +39,4 @@ from .faults import NAN_POLICIES, check_nan_policy
 from .state import StepResult
 from .step import TaskByTaskStep
 
-__all__ = ["NAN_POLICIES", "check_nan_policy", "StepResult", "TaskByTaskStep"]
+__all__ = ["NAN_POLICIES", "StepResult", "TaskByTaskStep", "check_nan_policy"]

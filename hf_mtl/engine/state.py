@@ -17,6 +17,20 @@ from ..distributed import all_reduce_sum
 ComputeLoss = Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor]
 
 
+#: The label that no loss reads (a word piece after a word's first, padding), as in transformers.
+IGNORE_INDEX = -100
+
+
+def loss_units(batch: Mapping[str, Any]) -> int:
+    """What a task's loss on `batch` is a mean over: its rows, or for per-token integer labels (token
+    classification, shape (rows, tokens)) its labelled tokens (those not `IGNORE_INDEX`). Weighting micro-batches
+    and ranks by these makes the step's loss the mean over all units, as one large batch would give."""
+    labels = batch["labels"]
+    if isinstance(labels, torch.Tensor) and labels.dim() > 1 and not labels.is_floating_point():
+        return int((labels != IGNORE_INDEX).sum())
+    return len(labels)
+
+
 def model_loss(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """The default `compute_loss`: the model's own loss for the batch."""
     return model(**batch).loss
@@ -158,8 +172,9 @@ class StepState:
     @classmethod
     def begin(cls, step: int, micro_batches: Sequence[Mapping[str, Mapping[str, Any]]], task_names: Sequence[str],
               params: StepParameters, loss_scale: float) -> StepState:
-        # Rows of every task over all micro-batches and ranks: each micro-batch loss is weighted by its share.
-        counts = torch.tensor([[len(mb[t]["labels"]) for t in task_names] for mb in micro_batches], dtype=torch.float64)
+        # Loss units (rows; labelled tokens for a token task) of every task over all micro-batches and ranks: each
+        # micro-batch loss, a mean over its units, is weighted by its share, so the step's loss is the mean over all.
+        counts = torch.tensor([[loss_units(mb[t]) for t in task_names] for mb in micro_batches], dtype=torch.float64)
         totals = counts.sum(0).to(params.device)
         all_reduce_sum([totals])
         totals = totals.cpu()

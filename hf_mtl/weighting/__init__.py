@@ -45,6 +45,17 @@ from .nash_mtl import NashMTLWeighting
 from .aligned_mtl import AlignedMTLWeighting
 from .upgrad import UPGradWeighting
 from .db_mtl import DBMTLWeighting
+from .imtl_l import IMTLLWeighting
+from .imtl_h import IMTLHybridWeighting
+from .stch import STCHWeighting
+from .gradvac import GradVacWeighting
+from .graddrop import GradDropWeighting
+from .conflict_free import ConFIGWeighting
+from .dualproj import DualProjWeighting
+from .fairgrad import FairGradWeighting
+from .sdmgrad import SDMGradWeighting
+from .moco import MoCoWeighting
+from .excess_mtl import ExcessMTLWeighting
 # isort: on
 
 __all__ = [
@@ -52,24 +63,35 @@ __all__ = [
     "AggregatorWeighting",
     "AlignedMTLWeighting",
     "CAGradWeighting",
+    "ConFIGWeighting",
     "DBMTLWeighting",
+    "DualProjWeighting",
     "DynamicWeightAverage",
     "EqualWeighting",
+    "ExcessMTLWeighting",
     "FAMOWeighting",
+    "FairGradWeighting",
     "GeometricWeighting",
+    "GradDropWeighting",
     "GradNormWeighting",
     "GradNormalizeWeighting",
+    "GradVacWeighting",
     "GradientWeighting",
     "HparamFlag",
     "IMTLGWeighting",
+    "IMTLHybridWeighting",
+    "IMTLLWeighting",
     "InitWeighting",
     "MGDAWeighting",
+    "MoCoWeighting",
     "NashMTLWeighting",
     "PCGradWeighting",
     "PowerWeighting",
     "PriorWeighting",
     "RandomWeighting",
     "RealtimeWeighting",
+    "SDMGradWeighting",
+    "STCHWeighting",
     "StaticWeighting",
     "UPGradWeighting",
     "UncertaintyWeighting",

@@ -263,6 +263,9 @@ class AggregatorWeighting(GradientWeighting):
     """
 
     kind = "aggregator"
+    #: K × P buffers of the strategy's own state beside the engine's matrix (moving averages, tracked
+    #: gradients), which `bench speed` counts in its `extra buffer`.
+    state_matrices: ClassVar[int] = 0
 
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         """The update direction (P,) from the task gradients (K, P) and their (checked) losses."""

@@ -40,6 +40,7 @@ class DBMTLWeighting(AggregatorWeighting):
     name = "db_mtl"
     description = "DB-MTL (Lin et al. 2023): EMA of log-loss gradients, each normalised, scaled to the largest norm (--db_beta)"
     log_based = True
+    state_matrices = 1  # the moving averages m
 
     @dataclass
     class Config(WeightingConfig):

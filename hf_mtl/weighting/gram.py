@@ -24,6 +24,13 @@ Solvers, all exact up to rounding (no iteration count to tune):
   projection of Jᵀu onto the dual cone {x : Jx ≥ 0} of the rows (UPGrad, Quinton & Rey 2024, Prop. 1);
   with v = u + x, x ≥ 0 it is the NNLS problem min_x ‖R x + R u‖.
 * `gram_factor(G)`: R with RᵀR = G from the eigendecomposition (rounding's negative eigenvalues set to 0).
+* `alpha_fair_weights(G, a)`: w > 0 with (Gw)_i = w_i^(−1/a), the α-fair bargaining weights (Nash-MTL
+  at a = 1, FairGrad for any a > 0). It is the unique minimiser of the strictly convex
+  ½ wᵀGw + Σ_i ψ_a(w_i) (ψ_a' (w) = −w^(−1/a)); exact up to rounding whatever the scales of the rows: the
+  equation is rewritten on the cosine matrix C = D⁻¹GD⁻¹ (D = diag ‖g_i‖) with w_i = β_i/‖g_i‖, which
+  for a = 1 is the same equation Cβ = 1/β (Nash's solution is invariant to each row's scale), then
+  solved by damped Newton to the last digit. No ridge is added unless the problem has no solution: when
+  0 is (to float32 rounding) in the convex hull of the unit rows (`min_norm_weights(C)`), or a row is 0.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from .base import AggregatorWeighting
 #: The engine's task-gradient matrix is float32, so eigenvalues of G below λ_max·K·ε(float32) are
 #: rounding noise: the numerical rank is counted against this tolerance.
 GRAM_RELATIVE_EPS = float(np.finfo(np.float32).eps)
+#: Newton iterations of `alpha_fair_weights` (it stops long before: quadratic convergence).
+FAIR_MAX_ITERATIONS = 500
 
 
 class GramAggregator(AggregatorWeighting):
@@ -50,8 +59,9 @@ class GramAggregator(AggregatorWeighting):
     and skips the step, and no state is touched.
     """
 
-    #: The weights scale as c^(−weight_degree) when every gradient is multiplied by c > 0.
-    weight_degree: ClassVar[int] = 0
+    #: The weights scale as c^(−weight_degree) when every gradient is multiplied by c > 0 (a class
+    #: constant, or an instance attribute when a hyperparameter sets it, as FairGrad's α does).
+    weight_degree: ClassVar[float] = 0
 
     def gram_weights(self, gram: np.ndarray, losses: Sequence[float]) -> np.ndarray:
         """The K weights of the rows, from the trace-normalised Gram matrix (float64, K × K)."""
@@ -94,3 +104,72 @@ def dual_cone_weights(gram: np.ndarray, lower_bounds: np.ndarray) -> np.ndarray:
     """For every row u of `lower_bounds` (n × K), argmin_{v ≥ u} vᵀGv (exact, by NNLS), as rows of an n × K array."""
     factor = gram_factor(gram)
     return np.stack([u + nnls(factor, -factor @ u)[0] for u in np.atleast_2d(lower_bounds)])
+
+
+def stationary_threshold(k: int) -> float:
+    """A squared min-norm of the hull of K unit rows below this is 0 to the float32 rounding of G."""
+    return k * GRAM_RELATIVE_EPS
+
+
+def alpha_fair_weights(gram: np.ndarray, a: float) -> np.ndarray:
+    """w with (G w)_i = w_i^(−1/a), w_i > 0, for the rows with a non-zero gradient (w_i = 0 for a zero row,
+    which has no direction to bargain over). See the module docstring.
+
+    With w_i = β_i/n_i, n_i = ‖g_i‖ = √G_ii, the equation reads (Cβ)_i = c_i β_i^(−1/a) with C the cosine
+    matrix and c_i = n_i^(1/a − 1) (all 1 for a = 1). That is the gradient of the strictly convex
+    f(β) = ½βᵀCβ + Σ_i c_i ψ(β_i), ψ(b) = −log b (a = 1) or b^(1−1/a)/(1/a − 1), so Newton's method on f
+    (Hessian C + diag(c_i β_i^(−1/a−1)/a), positive definite) with a backtracking (Armijo) line search
+    kept inside β > 0 converges from β⁰ = c^(a/(a+1)) (the solution for orthogonal rows), quadratically
+    near the solution, until the Newton decrement reaches the rounding floor. f is bounded below iff 0 is
+    not in the convex hull of the unit rows; when it is (min-norm² ≤ `stationary_threshold`), C + εI with ε that threshold is solved instead, so
+    weights stay finite and every task still gets a positive share."""
+    k = len(gram)
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    live = norms > 0
+    weights = np.zeros(k)
+    if not live.any():
+        return weights
+    n = norms[live]
+    cosine = gram[np.ix_(live, live)] / np.outer(n, n)
+    cosine = (cosine + cosine.T) / 2
+    factor = gram_factor(cosine)  # rounding's negative eigenvalues dropped: C is positive semi-definite
+    cosine = factor.T @ factor
+    m = len(n)
+    hull = min_norm_weights(cosine)
+    if float(hull @ cosine @ hull) <= stationary_threshold(m):
+        cosine = cosine + stationary_threshold(m) * np.eye(m)
+    exponent = 1.0 / a
+    coefficients = n ** (exponent - 1.0)
+
+    def objective(b: np.ndarray) -> tuple[float, float]:
+        """f(β), and the size of its terms (the rounding scale of a difference of two f values)."""
+        barrier = -np.log(b) if a == 1.0 else b ** (1.0 - exponent) / (exponent - 1.0)
+        quadratic = 0.5 * float(b @ cosine @ b)
+        return quadratic + float(coefficients @ barrier), quadratic + float(np.abs(coefficients * barrier).sum())
+
+    beta = coefficients ** (a / (a + 1.0))
+    value, scale = objective(beta)
+    previous = np.inf
+    for _ in range(FAIR_MAX_ITERATIONS):
+        barrier = coefficients * beta ** (-exponent)
+        gradient = cosine @ beta - barrier
+        hessian = cosine + np.diag(exponent * barrier / beta)
+        step = np.linalg.solve(hessian, gradient)
+        decrement = float(np.sqrt(max(gradient @ step, 0.0)))
+        if decrement < 1e-15 or (decrement < 1e-8 and decrement >= previous):
+            break  # converged, or at the rounding floor
+        previous = decrement
+        # Backtracking (Armijo) on f from the full Newton step, kept inside β > 0.
+        t = 1.0
+        growing = step > 0
+        if growing.any():
+            t = min(t, 0.99 * float(np.min(beta[growing] / step[growing])))
+        while True:
+            candidate = beta - t * step
+            new_value, new_scale = objective(candidate)
+            if new_value <= value - 1e-4 * t * decrement**2 + 8 * np.finfo(float).eps * max(scale, new_scale) or t < 1e-20:
+                break
+            t *= 0.5
+        beta, value, scale = candidate, new_value, new_scale
+    weights[live] = beta / n
+    return weights

@@ -6,9 +6,11 @@ Su, "Chatting about Multi-Task Learning (I): In the Name of Loss" (2022, https:/
 section "Initial State": the reciprocal of the initial loss makes each task's loss dimensionless.
 L_i(init) is either
 
-- theoretical (`--init_estimate_batches 0`, default): the loss of an uninformed model. A freshly
-  initialised head outputs ~0 logits, i.e. the uniform distribution, so C-class cross-entropy starts
-  at log C; a regression head outputs ~0, so squared error starts at E[y²] of the training labels; or
+- theoretical (`--init_estimate_batches 0`, default): the loss of an uninformed model, which each task
+  kind states in its label statistics (`LabelStatistics.initial_loss`). A freshly initialised head
+  outputs ~0 logits, i.e. the uniform distribution, so C-class cross-entropy (classification, token
+  tags, N choices) starts at log C; a regression head outputs ~0, so squared error starts at E‖y‖²
+  of the training labels; a multi-label head's binary cross-entropy starts at log 2; or
 - estimated (`--init_estimate_batches N`, N > 0): the mean loss of the first N batches, measured by the
   trainer before any update and handed to `set_initial_losses`.
 
@@ -70,14 +72,16 @@ class InitWeighting(ReferenceLossWeighting):
                 "initial losses, or another weighting.",
             )
 
-    @staticmethod
-    def _theoretical_source(task: TaskSpec) -> str:
-        return "log C" if task.kind == "classification" else "E[y²] of the training labels"
+    def _theoretical_source(self, task: TaskSpec) -> str:
+        stats = self.label_stats.get(task.name)
+        if stats is None and task.kind == "classification":
+            return "log C"
+        return getattr(stats, "initial_source", None) or "the initial loss of its label statistics"
 
     def _theoretical(self, task: TaskSpec) -> float:
-        if task.kind == "classification":
-            return math.log(task.num_labels)
-        return float(self.label_stat(task, "mean_square"))
+        if task.name not in self.label_stats and task.kind == "classification":
+            return math.log(task.num_labels)  # needs no data: an untrained head is uniform over C classes
+        return float(self.label_stat(task, "initial_loss"))
 
     @property
     def needs_initial_losses(self) -> bool:

@@ -3,7 +3,9 @@
     F = Σ_i L_i / L_i(prior),    dF/dL_i = 1/L_i(prior)    (log h_i = −log L_i(prior), log c = 0)
 
     classification: L(prior) = −Σ_c p_c log p_c   (entropy of the training label frequencies, 0·log 0 = 0)
-    regression:     L(prior) = E[(y − μ)²]         (variance of the training labels)
+    regression:     L(prior) = E[(y − μ)²]         (variance of the training labels, summed over dimensions)
+    other kinds:    what the kind states (`LabelStatistics.prior_loss`; see `hf_mtl.kinds`): the tag
+                    entropy over labelled words, the mean binary entropy of the labels, ...
 
 Su, "Chatting about Multi-Task Learning (I): In the Name of Loss" (2022, https://kexue.fm/archives/8870),
 section "Prior State": predicting the label prior (class frequencies, or the mean target) is what a
@@ -17,17 +19,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from ..label_stats import entropy
 from ..tasks import TaskSpec
 from .ratio import ReferenceLossWeighting
 from .registry import register
 
-
-def entropy(frequencies: np.ndarray) -> float:
-    """−Σ p log p in nats, with 0·log 0 = 0."""
-    p = np.asarray(frequencies, dtype=np.float64)
-    return float(np.sum(p * np.log(1 / np.where(p > 0, p, 1.0))))  # p log(1/p): a certain class gives +0, not −0
+__all__ = ["PriorWeighting", "entropy"]
 
 
 @register
@@ -42,20 +39,19 @@ class PriorWeighting(ReferenceLossWeighting):
         super().__init__(*args, **kwargs)
         self.reference_losses = self.checked_references(
             [self._prior_loss(task) for task in self.tasks],
-            [
-                "a prior loss (entropy of its training label frequencies)" if task.kind == "classification"
-                else "a prior loss (variance of its training labels)"
-                for task in self.tasks
-            ],
+            [f"a prior loss ({self._prior_source(task)})" for task in self.tasks],
             "Its training labels are all the same (or it has none), so the ratio L/L(prior) is undefined; "
             "drop that task or use another weighting (--weighting init or realtime).",
         )
 
     def _prior_loss(self, task: TaskSpec) -> float:
-        if task.kind == "classification":
-            counts = np.asarray(self.label_stat(task, "class_counts"), dtype=np.float64)
-            return entropy(counts / counts.sum()) if counts.sum() > 0 else float("nan")
-        return float(self.label_stat(task, "variance"))
+        return float(self.label_stat(task, "prior_loss"))
+
+    def _prior_source(self, task: TaskSpec) -> str:
+        stats = self.label_stats.get(task.name)
+        return getattr(stats, "prior_source", None) or (
+            "entropy of its training label frequencies" if task.kind == "classification"
+            else "variance of its training labels")
 
     def hparams(self) -> dict[str, Any]:
         return {"prior_losses": self.reference_dict()}

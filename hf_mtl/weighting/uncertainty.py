@@ -69,7 +69,7 @@ class LearnedTaskValues(Weighting):
 
         weighting_lr: float | None = field(
             default=None,
-            metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo); default 0.025, constant."},
+            metadata={"help": "Learning rate of a strategy's own parameters (uncertainty, gradnorm, famo, imtl_l, imtl_h); default 0.025, constant."},
         )
 
         def __post_init__(self) -> None:
