@@ -203,7 +203,7 @@ EXACT = {
 }
 #: torch.Generator(seed from SeedSequence([0, 0])) draws for graddrop on P = 2, pinned: a change of the stream
 #: breaks every resumed graddrop run's reproducibility, so it must be deliberate.
-GRADDROP_U0 = (0.26032203435897827, 0.6345611214637756)
+GRADDROP_U0 = (0.13016098737716675, 0.8172805309295654)
 ONE_TASK = {"nash_mtl": lambda g: g / g.norm(), "cagrad": lambda g: 1.4 * g, "db_mtl": lambda g: 0.1 * g / 2.0,
             # G w = w^(-1/2): n² w = w^(-1/2), w = n^(-4/3).
             "fairgrad": lambda g: g * g.norm() ** (-4 / 3),

@@ -167,6 +167,11 @@ def _assert_same_values(actual, expected, where: str, rel: float = 1e-5, abs_: f
 # Aggregators divide by squared task-gradient norms and solve small systems on the Gram matrix, which
 # amplifies the float32 rounding of a 2-rank sum (~1e-7) to ~3e-5 in a few elements: compared at 1e-4.
 AGGREGATOR_TOLERANCE = (1e-4, 1e-5)
+#: GradVac's correction of g_i toward g_j is proportional to φ̂_ij − φ_ij, a difference of two cosines that each
+#: carry the rounding above (the gradients here are nearly orthogonal: targets ~ −2e-3, seen 6e-7 apart between 1
+#: and 2 processes): the logged effective weights (least-squares coefficients of the update) were seen 5e-4 apart,
+#: while the parameters stay within AGGREGATOR_TOLERANCE.
+LOG_TOLERANCE = {"gradvac": (2e-3, 1e-5)}
 
 
 #: Parameters whose exact gradient is 0, so that their update is rounding alone: the bias of the multiple-choice
@@ -228,13 +233,18 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
     kinds = TWO_PROCESSES[name][0].get("tasks") == "kinds"
     tolerance = AGGREGATOR_TOLERANCE if aggregator else ((1e-5, 1e-5) if kinds else ())
     _assert_parameters_match(two_params[0], one_params, initial, *tolerance)
-    _assert_same_values(two[0]["weighting_state"], one["weighting_state"], "weighting_state")
+    # An aggregator's state derives from the same float32 gradient sums (GradVac's target cosines, MoCo's tracked
+    # gradients, ExcessMTL's squared sums): compared at the same tolerance; across ranks it is bit-identical (above).
+    _assert_same_values(two[0]["weighting_state"], one["weighting_state"], "weighting_state",
+                        *(AGGREGATOR_TOLERANCE if aggregator else ()))
     steps_two, steps_one = _step_logs(two[0]), _step_logs(one)
     assert len(steps_one) == 3 and len(steps_two) == len(steps_one)
     for step, (a, b) in enumerate(zip(steps_two, steps_one), start=1):
         assert sorted(a) == sorted(b), f"step {step}: logged keys differ"
         assert any(k.startswith("weight_") for k in b) and any(k.startswith("loss_") for k in b)
-        _assert_same_values(a, b, f"log step {step}", *(AGGREGATOR_TOLERANCE if aggregator else ()))
+        _assert_same_values(a, b, f"log step {step}",
+                            *LOG_TOLERANCE.get(TWO_PROCESSES[name][0]["weighting"],
+                                               AGGREGATOR_TOLERANCE if aggregator else ()))
 
 
 @pytest.mark.parametrize("name", DDP_CASES)

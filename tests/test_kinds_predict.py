@@ -302,7 +302,9 @@ def test_evaluate_reads_no_training_file(run, workdir, tmp_path):
     finally:
         (workdir / "data" / "shape-train.moved").rename(workdir / "data" / "shape-train.jsonl")
     written = json.loads((tmp_path / "eval_results.json").read_text())
-    assert written["eval_shape_pearson"] == pytest.approx(run[1]["eval_shape_pearson"], rel=1e-6, nan_ok=True)
+    # The same rows and model as the run's own evaluation; batches of another size round float32 sums differently,
+    # and a Pearson of near-constant outputs (a barely trained head) magnifies that: compared to 1e-4.
+    assert written["eval_shape_pearson"] == pytest.approx(run[1]["eval_shape_pearson"], abs=1e-4, nan_ok=True)
     assert written["eval_score"] == pytest.approx(
         (written["eval_shape_pearson"] + written["eval_shape_spearmanr"]) / 2, nan_ok=True)
 

@@ -44,12 +44,13 @@ from .uncertainty import by_task, from_task_dict
 
 
 def excess_risks(grads: torch.Tensor, squares: torch.Tensor) -> np.ndarray:
-    """E_i = Σ_p g_ip² / √S_ip over S_ip > 0, in float64 (P-sized temporaries only)."""
+    """E_i = Σ_p g_ip² / √S_ip over S_ip > 0, in float64 (one P-sized temporary). S_ip = 0 only where g_ip = 0
+    (S includes g²), whose 0·∞ terms are the NaNs that `nansum` leaves out."""
+    part = torch.empty_like(grads[0])
     risks = []
     for row, total in zip(grads, squares):
-        positive = total > 0
-        ratio = torch.where(positive, row * row / torch.where(positive, total, 1.0).sqrt(), 0.0)
-        risks.append(float(ratio.sum(dtype=torch.float64)))
+        torch.rsqrt(total, out=part).mul_(row).mul_(row)
+        risks.append(float(torch.nansum(part, dtype=torch.float64)))
     return np.array(risks)
 
 

@@ -19,9 +19,9 @@ no K × P temporary (P_p is the positive sum over the sum of |g_ip|).
 Conventions: as torchjd's `GradDrop` (lines 10–15 of the paper's Algorithm 1, with f the identity),
 on the gradients of the shared parameters, summed over tasks. The paper (and LibMTL, which supports it
 only there) applies it at an activation layer, to gradients multiplied by the sign of the layer's input;
-here the engine has the parameter gradients. U is drawn in the open interval (0, 1) (23 random bits,
-centred: (2m + 1)/2²⁴), so a coordinate with a single sign is never dropped; torch.rand's [0, 1) would
-drop a negative coordinate with P = 0 when U = 0.
+here the engine has the parameter gradients. U is drawn in the open interval (0, 1) (torch.rand's
+float32 draw, a 0 raised to 2⁻²⁵), so a coordinate with a single sign is never dropped; torch.rand's
+[0, 1) as such would drop a negative coordinate (P = 0) when U = 0 (torchjd), 2⁻²⁴ of them per step.
 
 Randomness and state: U of step t comes from a torch generator (on the gradients' device) seeded from
 `numpy.random.SeedSequence([seed, t])` (the trainer's --seed; t = steps aggregated so far, checkpointed):
@@ -41,22 +41,24 @@ import torch
 from .base import AggregatorWeighting, WeightingConfig, check_number, check_seed
 from .registry import register
 
-#: U is (2m + 1) / 2^24 for m uniform in [0, 2^23): exactly representable in float32, strictly inside (0, 1).
-UNIFORM_BITS = 23
+#: The smallest draw U: torch.rand's 0 is raised to it, so that 0 < U < 1.
+SMALLEST = 2.0**-25
 
 
 def graddrop_update(grads: torch.Tensor, uniform: torch.Tensor, leak: float = 0.0) -> torch.Tensor:
-    """d = Σ_i (ℓ + (1 − ℓ) M_i) ⊙ g_i for the K × P `grads` and the P draws `uniform` (see the module docstring)."""
-    positive = torch.zeros_like(grads[0])
-    negative = torch.zeros_like(grads[0])
-    for row in grads:  # row by row: P-sized temporaries only
-        positive += row.clamp(min=0)
-        negative += row.clamp(max=0)
-    magnitude = positive - negative
-    purity = torch.where(magnitude > 0, positive / torch.where(magnitude > 0, magnitude, 1.0), 0.5)
-    kept = torch.where(purity > uniform, positive, torch.where(purity < uniform, negative, 0.0))
+    """d = Σ_i (ℓ + (1 − ℓ) M_i) ⊙ g_i for the K × P `grads` and the P draws `uniform` (see the module docstring).
+
+    P_p > U_p is tested as Σ_i max(g_ip, 0) > U_p Σ_i |g_ip| (no division; the same test up to rounding)."""
+    positive, negative = grads[0].clamp(min=0), grads[0].clamp(max=0)
+    part = torch.empty_like(positive)
+    for row in grads[1:]:  # row by row: P-sized temporaries only
+        positive += torch.clamp(row, min=0, out=part)
+        negative += torch.clamp(row, max=0, out=part)
+    threshold = torch.mul(uniform, positive - negative, out=part)  # U_p Σ_i |g_ip|
+    kept = torch.where(threshold < positive, positive, negative)  # P_p > U_p keeps the positive parts, else the negative
+    kept.masked_fill_(threshold == positive, 0.0)  # P_p = U_p: neither (a coordinate with no gradient is 0 anyway)
     if leak:
-        kept = leak * (positive + negative) + (1.0 - leak) * kept
+        kept.mul_(1.0 - leak).add_(positive + negative, alpha=leak)
     return kept
 
 
@@ -92,8 +94,8 @@ class GradDropWeighting(AggregatorWeighting):
         """The `size` draws U of `step` in (0, 1) (identical on every rank and after a resume)."""
         generator = torch.Generator(device=device)
         generator.manual_seed(int(np.random.SeedSequence([self.seed, step]).generate_state(1, np.uint64)[0] >> 1))
-        bits = torch.randint(0, 2**UNIFORM_BITS, (size,), generator=generator, device=device, dtype=torch.int32)
-        return (bits.to(dtype) * 2.0 + 1.0) * 2.0 ** -(UNIFORM_BITS + 1)  # every step exact in float32
+        # torch.rand's float32 draws are multiples of 2⁻²⁴ in [0, 1); a 0 becomes 2⁻²⁵ (0 < U < 1).
+        return torch.rand(size, generator=generator, device=device, dtype=torch.float32).clamp_(min=SMALLEST).to(dtype)
 
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         if not torch.isfinite(grads.sum(1)).all():  # row sums: no K × P temporary
