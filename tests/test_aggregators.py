@@ -911,6 +911,29 @@ def test_seeded_strategies_draw_by_step_and_resume_from_the_state(name):
     assert not torch.equal(build(name, 4, seed=4).aggregate(grads, [1.0] * 4), updates[0])
 
 
+def test_moco_and_excess_mtl_at_float32_extremes():
+    """Rows 1e-23 (squares under float32's range) next to 1e15, losses 1e-30 to 1e30: MoCo's unit rows keep their
+    direction (each h_i has length L_i), and the tracked Gram matrix (~1e60) is taken in float64; ExcessMTL's
+    terms g²/√S (with S = g² underflowing to 0) are |g|, so E_i = ‖g_i‖₁ at the first step."""
+    base = random_matrix(3, seed=21).double()
+    grads = (base * torch.tensor([[1e-23], [1.0], [1e15]], dtype=torch.float64)).float()
+    losses = [1e30, 1e-30, 2.0]
+    moco = build("moco", 3)
+    for _ in range(2):
+        update = moco.aggregate(grads, losses)
+        assert torch.isfinite(update).all()
+    tracked = moco.tracked.double()
+    # After two steps (β_1 = ½, β_2 = ½/√2) every y_i is h_i times the same factor 1 − (1 − ½)(1 − ½/√2).
+    factor = 1 - 0.5 * (1 - 0.5 / math.sqrt(2))
+    for i in range(3):
+        expected = factor * max(losses[i], 1e-8) * base[i] / base[i].norm()
+        assert_close(tracked[i], expected, 1e-6)
+    excess = build("excess_mtl", 3)
+    excess.aggregate(grads, [1.0] * 3)
+    np.testing.assert_allclose(excess.baseline[0], float(grads[0].double().abs().sum()), rtol=1e-6)
+    assert torch.isfinite(excess.aggregate(grads, [1.0] * 3)).all()
+
+
 @pytest.mark.parametrize("name, tensor", [("moco", "tracked"), ("excess_mtl", "squares")])
 def test_matrix_states_round_trip_through_safetensors(name, tensor, tmp_path):
     from hf_mtl.checkpoint import load_weighting_state, save_weighting_state

@@ -171,14 +171,7 @@ def gradient_matrices(draw) -> torch.Tensor:
     return torch.tensor(base * scales[:, None], dtype=torch.float32)
 
 
-#: Known failures of two strategies new in #14 (still open): MoCo's simplex projection and ExcessMTL's update on
-#: all-zero / subnormal gradient matrices (hypothesis finds them within its budget). To fix before #14 is resolved.
-KNOWN_FUZZ_FAILURES = {"moco", "excess_mtl"}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    reason="known bug on all-zero / subnormal gradients, issue #14 open", strict=False))
-    if n in KNOWN_FUZZ_FAILURES else n for n in AGGREGATORS])
+@pytest.mark.parametrize("name", AGGREGATORS)
 @FUZZ
 @given(data=st.data(), grads=gradient_matrices())
 def test_aggregators_give_a_finite_update(name, data, grads):

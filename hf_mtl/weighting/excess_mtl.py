@@ -44,12 +44,14 @@ from .uncertainty import by_task, from_task_dict
 
 
 def excess_risks(grads: torch.Tensor, squares: torch.Tensor) -> np.ndarray:
-    """E_i = Σ_p g_ip² / √S_ip over S_ip > 0, in float64 (one P-sized temporary). S_ip = 0 only where g_ip = 0
-    (S includes g²), whose 0·∞ terms are the NaNs that `nansum` leaves out."""
+    """E_i = Σ_p g_ip² / √S_ip over S_ip > 0, in float64 (P-sized temporaries only). Each term is at most |g_ip|
+    (S includes g²): where S_ip is 0 although g_ip is not (g² below float32's range) the term is |g_ip|, and
+    0·∞ where both are 0 is a NaN that `nansum` leaves out."""
     part = torch.empty_like(grads[0])
     risks = []
     for row, total in zip(grads, squares):
-        torch.rsqrt(total, out=part).mul_(row).mul_(row)
+        torch.rsqrt(total, out=part).mul_(row).mul_(row)  # (g/√S)·g: no underflow of g² on the way
+        torch.minimum(part, row.abs(), out=part)
         risks.append(float(torch.nansum(part, dtype=torch.float64)))
     return np.array(risks)
 
@@ -109,7 +111,9 @@ class ExcessMTLWeighting(AggregatorWeighting):
         weights = self.current_weights()
         update = torch.as_tensor(weights, dtype=grads.dtype, device=grads.device) @ grads
         if not torch.isfinite(update).all():  # a weight beyond float32 (η r huge): row by row in float64
-            update = sum((row.double() * float(w)).to(grads.dtype) for w, row in zip(weights, grads) if w > 0)
+            update = torch.zeros_like(grads[0])
+            for w, row in zip(weights, grads):
+                update += (row.double() * float(w)).to(grads.dtype)
         return update
 
     def state_dict(self) -> dict[str, Any]:

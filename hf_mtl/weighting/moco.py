@@ -43,19 +43,26 @@ from .uncertainty import by_task, from_task_dict
 
 
 def project_onto_simplex(v: np.ndarray) -> np.ndarray:
-    """argmin_{x ≥ 0, Σx = 1} ‖x − v‖ (sort-based: Held, Wolfe & Crowder 1974)."""
+    """argmin_{x ≥ 0, Σx = 1} ‖x − v‖ (sort-based: Held, Wolfe & Crowder 1974). The projection commutes with
+    adding a constant to every entry, so v is shifted to max 0 first: entries 1e60 apart keep the largest."""
+    v = v - v.max()
     u = np.sort(v)[::-1]
     cumulative = np.cumsum(u) - 1.0
     index = np.arange(1, len(v) + 1)
-    rho = int(np.nonzero(u - cumulative / index > 0)[0][-1])
+    rho = int(np.nonzero(u - cumulative / index > 0)[0][-1])  # index 0 always qualifies: u_1 = 0 > −1
     return np.maximum(v - cumulative[rho] / (rho + 1), 0.0)
 
 
-def unit_rows(grads: torch.Tensor) -> torch.Tensor:
-    """The row norms as float64 (float64 row by row where a float32 norm overflows)."""
+#: A float32 norm below this may have lost digits to underflow (its squares are under float32's smallest normal).
+TINY_NORM = 1e-18
+
+
+def row_norms(grads: torch.Tensor) -> torch.Tensor:
+    """The row norms as float64, recomputed in float64 for the rows whose float32 norm overflowed or may have
+    underflowed (squares of entries below 1e-19 are subnormal or 0 in float32)."""
     norms = torch.linalg.vector_norm(grads, dim=1).double()
-    if not torch.isfinite(norms).all():
-        norms = torch.stack([torch.linalg.vector_norm(row.double()) for row in grads])
+    for i in (~torch.isfinite(norms) | (norms < TINY_NORM)).nonzero().flatten().tolist():
+        norms[i] = torch.linalg.vector_norm(grads[i].double())
     return norms
 
 
@@ -116,11 +123,15 @@ class MoCoWeighting(AggregatorWeighting):
         step = self.steps + 1
         beta = self.beta / step**self.beta_sigma
         gamma = self.gamma / step**self.gamma_sigma
-        norms = unit_rows(grads)
+        norms = row_norms(grads)
+        unit = torch.empty_like(grads[0])
         for i, (loss, norm) in enumerate(zip(losses, norms.tolist())):
             self.tracked[i].mul_(1.0 - beta)
             if norm > 0:
-                self.tracked[i].add_(grads[i], alpha=beta * max(float(loss), self.loss_epsilon) / norm)
+                # g_i/‖g_i‖ in two factors 1/√‖g_i‖, each within float32 for any finite float32 norm; then the loss.
+                scale = norm**-0.5
+                torch.mul(grads[i], scale, out=unit).mul_(scale)
+                self.tracked[i].add_(unit, alpha=beta * max(float(loss), self.loss_epsilon))
         self.steps = step
         gram = (self.tracked @ self.tracked.T).double().cpu().numpy()
         if not np.isfinite(gram).all():  # entries beyond float32: row by row in float64
