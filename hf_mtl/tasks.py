@@ -97,10 +97,6 @@ class TaskSpec:
             object.__setattr__(self, "num_labels", 1)
         if self.num_labels is not None and (isinstance(self.num_labels, bool) or not isinstance(self.num_labels, int)):
             raise ValueError(f"TaskSpec {self.name!r}: num_labels={self.num_labels!r} must be a whole number.")
-        if self.kind == "classification" and self.num_labels is not None and self.num_labels < 2:
-            raise ValueError(
-                f"TaskSpec {self.name!r}: a classification task needs num_labels >= 2, got {self.num_labels}."
-            )
         get_kind(self.kind).check_spec(self)
         if self.label_names is not None and len(self.label_names) != self.num_labels:
             raise ValueError(

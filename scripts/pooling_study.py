@@ -86,17 +86,14 @@ def main() -> None:
     index, count = (int(part) for part in args.shard.split("/"))
     for position, (pooling, (label, run_tasks)) in enumerate(order):
         folder = out / pooling / label.replace(" ", "_")
-        if position % count != index:
-            if not (folder / "eval_results.json").exists():
-                continue  # another shard's run, not finished yet
-        if True:
-            history = run(folder, run_tasks, pooling, args)
-            for entry in history:
-                step = int(entry["step"])
-                for t in run_tasks:
-                    key = f"eval_{t}_{MAIN[t]}"
-                    if key in entry:
-                        rows.setdefault((t, "multi" if label == "multi-task" else "single"), {}).setdefault(step, {})[pooling] = entry[key]
+        if position % count != index and not (folder / "eval_results.json").exists():
+            continue  # another shard's run, not finished yet
+        setup = "multi" if label == "multi-task" else "single"
+        for entry in run(folder, run_tasks, pooling, args):
+            for t in run_tasks:
+                key = f"eval_{t}_{MAIN[t]}"
+                if key in entry:
+                    rows.setdefault((t, setup), {}).setdefault(int(entry["step"]), {})[pooling] = entry[key]
     poolings = args.poolings.split(",")
     steps = sorted({s for by_step in rows.values() for s in by_step})
     lines = [f"Command: `python {' '.join([os.path.relpath(__file__)] + sys.argv[1:])}`", "",

@@ -17,12 +17,23 @@ SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
 SHARED_SILVER = REPO.parent / "shared" / "data" / "silver"
 
 
+def shared_data_dir(variable: str, default: Path, probe: str) -> Path | None:
+    """A shared data folder ($`variable`, else `default`) when it holds `probe`, else None."""
+    path = Path(os.environ.get(variable) or default)
+    return path if (path / probe).exists() else None
+
+
+def _data_dir_or_skip(variable: str, default: Path, probe: str, what: str) -> Path:
+    path = shared_data_dir(variable, default, probe)
+    if path is None:
+        where = os.environ.get(variable) or default
+        pytest.skip(f"{what} not found at {where} (set {variable} or place it at ../shared/data/{default.name})")
+    return path
+
+
 def glue_dir_or_skip() -> Path:
     """The real GLUE folder ($GLUE_DIR, else ../shared/data/glue), or skip the test saying why."""
-    path = Path(os.environ.get("GLUE_DIR") or SHARED_GLUE)
-    if not (path / "SST-2" / "train.tsv").exists():
-        pytest.skip(f"real GLUE data not found at {path} (set GLUE_DIR or place it at ../shared/data/glue)")
-    return path
+    return _data_dir_or_skip("GLUE_DIR", SHARED_GLUE, "SST-2/train.tsv", "real GLUE data")
 
 
 @pytest.fixture(scope="session")
@@ -32,10 +43,7 @@ def glue_dir() -> Path:
 
 def silver_dir_or_skip() -> Path:
     """The real silver tasks folder ($SILVER_DIR, else ../shared/data/silver), or skip the test saying why."""
-    path = Path(os.environ.get("SILVER_DIR") or SHARED_SILVER)
-    if not (path / "ner" / "train.jsonl").exists():
-        pytest.skip(f"silver task data not found at {path} (set SILVER_DIR or place it at ../shared/data/silver)")
-    return path
+    return _data_dir_or_skip("SILVER_DIR", SHARED_SILVER, "ner/train.jsonl", "silver task data")
 
 
 @pytest.fixture(scope="session")

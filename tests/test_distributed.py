@@ -34,7 +34,6 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
-SHARED_SILVER = Path(__file__).resolve().parents[2] / "shared" / "data" / "silver"
 TIMEOUT_S = 240
 BATCH = 4  # rows per task and process with 2 processes; the global batch is 8 rows per task
 
@@ -85,8 +84,9 @@ FSDP2_CASES = [name for name in TWO_PROCESSES if name.startswith("fsdp2_")]
 
 
 def _silver_dir() -> Path | None:
-    path = Path(os.environ.get("SILVER_DIR") or SHARED_SILVER)
-    return path if (path / "ner" / "train.jsonl").exists() else None
+    from conftest import SHARED_SILVER, shared_data_dir
+
+    return shared_data_dir("SILVER_DIR", SHARED_SILVER, "ner/train.jsonl")
 
 
 def _runs(processes: int) -> list[dict]:
@@ -209,7 +209,8 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
                                wrapper_prefix: str) -> None:
     if TWO_PROCESSES[name][0].get("tasks") == "kinds":
         if _silver_dir() is None:
-            pytest.skip(f"silver task data not found at {SHARED_SILVER} (set SILVER_DIR): no task of every kind")
+            pytest.skip("silver task data not found (set SILVER_DIR or place it at ../shared/data/silver): no task of "
+                        "every kind")
         initial = load_file(str(launches[1] / TWO_PROCESSES[name][1] / "initial.rank0.safetensors"))
     two_params, two = _load(launches[2], name, 2)
     (one_params,), (one,) = _load(launches[1], TWO_PROCESSES[name][1], 1)

@@ -12,13 +12,10 @@ from typing import Any
 import torch
 
 from ..distributed import all_reduce_sum
+from ..kinds import IGNORE_INDEX
 
 #: `compute_loss(model, batch) -> loss`: how the engine turns one task's micro-batch into its loss.
 ComputeLoss = Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor]
-
-
-#: The label that no loss reads (a word piece after a word's first, padding), as in transformers.
-IGNORE_INDEX = -100
 
 
 def loss_units(batch: Mapping[str, Any]) -> int:

@@ -49,8 +49,6 @@ class TaskKind:
     #: How many text columns the kind takes (`TaskSpec.text_columns`), and what they are, for errors.
     text_columns_range: ClassVar[tuple[int, int]] = (1, 2)
     text_columns_help: ClassVar[str] = "one text column (single sentence) or two (sentence pair)"
-    #: Whether labels are class names (a label set inferred from the training data when not given).
-    has_label_names: ClassVar[bool] = True
 
     # ---- the spec ---------------------------------------------------------------------------------
 

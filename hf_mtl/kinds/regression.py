@@ -51,7 +51,6 @@ class Regression(TaskKind):
     name = "regression"
     description = "a number (or a vector of num_labels numbers) per text: squared error"
     default_metrics = ("pearson", "spearmanr")
-    has_label_names = False
     min_labels = 1
 
     def head_size(self, spec: TaskSpec) -> int:

@@ -25,21 +25,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .gram import GRAM_RELATIVE_EPS, GramAggregator
+from .gram import GRAM_RELATIVE_EPS, GramAggregator, live_cosines
 from .registry import register
 
 
 def config_weights(gram: np.ndarray) -> np.ndarray:
     """Weights of d = (1ᵀGw / wᵀGw) Jᵀw, w = D⁻¹C⁺1 (see the module docstring)."""
     k = len(gram)
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    live = norms > 0
+    live, n, cosine = live_cosines(gram)
     w = np.zeros(k)
     if not live.any():
         return w
-    n = norms[live]
-    cosine = gram[np.ix_(live, live)] / np.outer(n, n)
-    cosine = (cosine + cosine.T) / 2
     w[live] = np.linalg.pinv(cosine, rcond=k * GRAM_RELATIVE_EPS, hermitian=True) @ np.ones(len(n)) / n
     squared = float(w @ gram @ w)
     if not squared > 0:

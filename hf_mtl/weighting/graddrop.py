@@ -31,15 +31,16 @@ overflow) are passed through summed and leave the step count untouched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .base import AggregatorWeighting, WeightingConfig, check_number, check_seed
+from .base import AggregatorWeighting, WeightingConfig, check_number
 from .registry import register
+from .seeded import SeededSteps
 
 #: The smallest draw U: torch.rand's 0 is raised to it, so that 0 < U < 1.
 SMALLEST = 2.0**-25
@@ -63,12 +64,11 @@ def graddrop_update(grads: torch.Tensor, uniform: torch.Tensor, leak: float = 0.
 
 
 @register
-class GradDropWeighting(AggregatorWeighting):
+class GradDropWeighting(SeededSteps, AggregatorWeighting):
     """Σ_i M_i ⊙ g_i: at each coordinate one sign kept at random, with probability its share of the mass."""
 
     name = "graddrop"
     description = "GradDrop (Chen et al. 2020): keep one gradient sign per coordinate at random by sign purity, seeded (--graddrop_leak)"
-    randomised = True
 
     @dataclass
     class Config(WeightingConfig):
@@ -84,10 +84,8 @@ class GradDropWeighting(AggregatorWeighting):
     config: Config
 
     def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = check_seed(self.name, seed)
+        super().__init__(*args, seed=seed, **kwargs)
         self.leak = self.config.graddrop_leak
-        self.steps = 0
 
     def uniform(self, step: int, size: int, device: torch.device | str = "cpu",
                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -103,13 +101,6 @@ class GradDropWeighting(AggregatorWeighting):
         uniform = self.uniform(self.steps, grads.shape[1], grads.device, grads.dtype)
         self.steps += 1
         return graddrop_update(grads, uniform, self.leak)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.steps = int(state.get("steps", 0))
 
     def hparams(self) -> dict[str, Any]:
         return {"leak": self.leak, "seed": self.seed, "reduction": "sum"}

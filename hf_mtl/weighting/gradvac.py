@@ -37,9 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import WeightingConfig, check_number, check_seed
+from .base import WeightingConfig, check_number
 from .gram import GramAggregator
 from .registry import register
+from .seeded import SeededSteps
 from .uncertainty import by_task, from_task_dict
 
 
@@ -72,12 +73,11 @@ def gradvac_weights(gram: np.ndarray, targets: np.ndarray, orders: Sequence[Sequ
 
 
 @register
-class GradVacWeighting(GramAggregator):
+class GradVacWeighting(SeededSteps, GramAggregator):
     """Σ_i g_i^V: each task gradient rotated toward the others up to moving-average target cosines."""
 
     name = "gradvac"
     description = "GradVac (Wang et al. 2021): raise pairwise cosines to their moving averages, seeded order, sum (--gradvac_beta)"
-    randomised = True
 
     @dataclass
     class Config(WeightingConfig):
@@ -93,16 +93,9 @@ class GradVacWeighting(GramAggregator):
     config: Config
 
     def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = check_seed(self.name, seed)
+        super().__init__(*args, seed=seed, **kwargs)
         self.beta = self.config.gradvac_beta
-        self.steps = 0
         self.targets = np.zeros((self.num_tasks, self.num_tasks))
-
-    def task_orders(self, step: int, num_tasks: int) -> list[np.ndarray]:
-        """The K visiting orders used at `step` (identical on every rank and after a resume)."""
-        rng = np.random.default_rng([self.seed, step])
-        return [rng.permutation(num_tasks) for _ in range(num_tasks)]
 
     def gram_weights(self, gram: np.ndarray, losses: Sequence[float]) -> np.ndarray:
         if len(gram) != self.num_tasks:
@@ -113,11 +106,10 @@ class GradVacWeighting(GramAggregator):
 
     def state_dict(self) -> dict[str, Any]:
         targets = {name: by_task(self, row) for name, row in zip(self.task_names, self.targets)}
-        return {**super().state_dict(), "steps": self.steps, "targets": targets}
+        return {**super().state_dict(), "targets": targets}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.steps = int(state.get("steps", 0))
         saved = state.get("targets")
         if saved is not None:
             if sorted(saved) != sorted(self.task_names):

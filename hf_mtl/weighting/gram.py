@@ -106,6 +106,16 @@ def dual_cone_weights(gram: np.ndarray, lower_bounds: np.ndarray) -> np.ndarray:
     return np.stack([u + nnls(factor, -factor @ u)[0] for u in np.atleast_2d(lower_bounds)])
 
 
+def live_cosines(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(which rows are nonzero, their norms, the symmetrised cosine matrix between them) of a Gram matrix:
+    the scale-free form that the equal-cosine and bargaining solvers work on (zero rows get weight 0)."""
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    live = norms > 0
+    n = norms[live]
+    cosine = gram[np.ix_(live, live)] / np.outer(n, n)
+    return live, n, (cosine + cosine.T) / 2
+
+
 def stationary_threshold(k: int) -> float:
     """A squared min-norm of the hull of K unit rows below this is 0 to the float32 rounding of G."""
     return k * GRAM_RELATIVE_EPS
@@ -124,14 +134,10 @@ def alpha_fair_weights(gram: np.ndarray, a: float) -> np.ndarray:
     not in the convex hull of the unit rows; when it is (min-norm² ≤ `stationary_threshold`), C + εI with ε that threshold is solved instead, so
     weights stay finite and every task still gets a positive share."""
     k = len(gram)
-    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-    live = norms > 0
+    live, n, cosine = live_cosines(gram)
     weights = np.zeros(k)
     if not live.any():
         return weights
-    n = norms[live]
-    cosine = gram[np.ix_(live, live)] / np.outer(n, n)
-    cosine = (cosine + cosine.T) / 2
     factor = gram_factor(cosine)  # rounding's negative eigenvalues dropped: C is positive semi-definite
     cosine = factor.T @ factor
     m = len(n)

@@ -18,14 +18,14 @@ closed-form sequence of projections). A task with a zero gradient is never proje
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from .base import check_seed
 from .gram import GramAggregator
 from .registry import register
+from .seeded import SeededSteps
 
 
 def pcgrad_weights(gram: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndarray:
@@ -46,35 +46,16 @@ def pcgrad_weights(gram: np.ndarray, orders: Sequence[Sequence[int]]) -> np.ndar
 
 
 @register
-class PCGradWeighting(GramAggregator):
+class PCGradWeighting(SeededSteps, GramAggregator):
     """Σ_i g_i^PC: each task gradient with its conflicting components along the others projected out."""
 
     name = "pcgrad"
     description = "PCGrad (Yu et al. 2020): project out conflicting components pairwise in a seeded random order, sum"
 
-    randomised = True
-
-    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.seed = check_seed(self.name, seed)
-        self.steps = 0
-
-    def task_orders(self, step: int, num_tasks: int) -> list[np.ndarray]:
-        """The K visiting orders used at `step` (identical on every rank and after a resume)."""
-        rng = np.random.default_rng([self.seed, step])
-        return [rng.permutation(num_tasks) for _ in range(num_tasks)]
-
     def gram_weights(self, gram: np.ndarray, losses: Sequence[float]) -> np.ndarray:
         orders = self.task_orders(self.steps, len(gram))
         self.steps += 1
         return pcgrad_weights(gram, orders)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "steps": self.steps}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.steps = int(state.get("steps", 0))
 
     def hparams(self) -> dict[str, Any]:
         return {"seed": self.seed, "reduction": "sum"}
