@@ -1000,3 +1000,18 @@ def test_trainer_runs_every_aggregator_and_logs_cosines(weighting, tmp_path, dat
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert any(not torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
     assert trainer.model.config.weighting["name"] == weighting
+
+
+@pytest.mark.parametrize(("name", "attribute"), [("db_mtl", "ema"), ("moco", "tracked"), ("excess_mtl", "squares")])
+def test_a_saved_state_matrix_of_another_shape_is_refused_and_a_fitting_one_is_kept(name, attribute):
+    weighting = build(name, 2)
+    grads = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]], dtype=torch.float64)
+    saved = torch.full((2, 3), 0.5)  # float32, as a checkpoint may hold it
+    setattr(weighting, attribute, saved)
+    weighting.aggregate(grads, [1.0, 2.0])
+    kept = getattr(weighting, attribute)
+    assert kept.dtype == grads.dtype and kept.shape == grads.shape and not torch.equal(kept, torch.zeros_like(kept))
+    setattr(weighting, attribute, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=rf"^{name}: the saved .* has shape \(2, 5\) but the task gradients have "
+                       r"\(2, 3\); resume with the same model and tasks\.$"):
+        weighting.aggregate(grads, [1.0, 2.0])

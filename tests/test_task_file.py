@@ -209,24 +209,21 @@ def test_errors_in_a_file_name_the_file_and_the_entry(tmp_path) -> None:
     path.write_text("- sst2\n- name: r\n  kind: classification\n  train_file: r.csv\n  colour: red\n")
     with pytest.raises(ValueError, match=rf"task file {path}: tasks\[1\] \('r'\): unknown key 'colour'"):
         read_task_file(path)
-    path.write_text("- sst2\n- glue: sst2\n")
-    with pytest.raises(ValueError, match=r"sst2 given more than once"):
-        read_task_file(path)
-    path.write_text("- name: r\n  kind: classification\n  train_file: a.csv\n  train_file: b.csv\n")
-    with pytest.raises(ValueError, match=r"key 'train_file' is given twice, on line 3 and line 4"):
-        read_task_file(path)
-    path.write_text("- name: r\n  kind: [classification\n")
-    with pytest.raises(ValueError, match=r", line 3, column 1: not valid YAML"):
-        read_task_file(path)
-    path.write_text("")
-    with pytest.raises(ValueError, match=r"task file .* is empty"):
-        read_task_file(path)
-    path.write_text("tasks: []\n")
-    with pytest.raises(ValueError, match=r"expected a non-empty list of tasks"):
-        read_task_file(path)
-    path.write_text("task: [sst2]\n")
-    with pytest.raises(ValueError, match=r"expected a list of tasks, or a mapping with just a `tasks:` list; got the "
-                                         r"keys \['task'\]"):
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- sst2\n- glue: sst2\n", r"sst2 given more than once"),
+    ("- name: r\n  kind: classification\n  train_file: a.csv\n  train_file: b.csv\n",
+     r"key 'train_file' is given twice, on line 3 and line 4"),
+    ("- name: r\n  kind: [classification\n", r", line 3, column 1: not valid YAML"),
+    ("", r"task file .* is empty"),
+    ("tasks: []\n", r"expected a non-empty list of tasks"),
+    ("task: [sst2]\n", r"expected a list of tasks, or a mapping with just a `tasks:` list; got the keys \['task'\]"),
+])
+def test_a_malformed_task_file_is_refused_with_the_reason(text, message, tmp_path) -> None:
+    path = tmp_path / "tasks.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
         read_task_file(path)
 
 

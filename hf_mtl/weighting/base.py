@@ -273,3 +273,15 @@ class AggregatorWeighting(GradientWeighting):
 
     def gradient_log_factor(self, i: int, grad_norm: float) -> float:
         raise TypeError(f"{self.name} aggregates all task gradients at once; it has no per-task factor.")
+
+    def state_matrix(self, saved: torch.Tensor | None, grads: torch.Tensor, what: str) -> torch.Tensor:
+        """One of the `state_matrices` for this step's task gradients: zeros on first use, else `saved` on their
+        device and dtype; a saved matrix of another shape (a checkpoint of another model or task list) is refused."""
+        if saved is None:
+            return torch.zeros_like(grads)
+        if saved.shape != grads.shape:
+            raise ValueError(
+                f"{self.name}: the saved {what} has shape {tuple(saved.shape)} but the task gradients have "
+                f"{tuple(grads.shape)}; resume with the same model and tasks."
+            )
+        return saved.to(grads)

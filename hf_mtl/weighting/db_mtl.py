@@ -64,14 +64,7 @@ class DBMTLWeighting(AggregatorWeighting):
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         if not torch.isfinite(grads.sum(1)).all():  # row sums: no K × P temporary
             return grads.sum(0)
-        if self.ema is None:
-            self.ema = torch.zeros_like(grads)
-        elif self.ema.shape != grads.shape:
-            raise ValueError(
-                f"db_mtl: the saved gradient average has shape {tuple(self.ema.shape)} but the task gradients have "
-                f"{tuple(grads.shape)}; resume with the same model and tasks."
-            )
-        self.ema = self.ema.to(grads)
+        self.ema = self.state_matrix(self.ema, grads, "gradient average")
         for i, loss in enumerate(losses):
             # Composed as A+db_mtl the losses were checked by A, which may not be log-based: guard here too.
             if loss < 0:

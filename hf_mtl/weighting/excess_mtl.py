@@ -91,14 +91,7 @@ class ExcessMTLWeighting(AggregatorWeighting):
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         if not torch.isfinite(grads.sum(1)).all():  # row sums: no K × P temporary
             return grads.sum(0)
-        if self.squares is None:
-            self.squares = torch.zeros_like(grads)
-        elif self.squares.shape != grads.shape:
-            raise ValueError(
-                f"excess_mtl: the saved squared-gradient sums have shape {tuple(self.squares.shape)} but the task "
-                f"gradients have {tuple(grads.shape)}; resume with the same model and tasks."
-            )
-        self.squares = self.squares.to(grads)
+        self.squares = self.state_matrix(self.squares, grads, "squared-gradient sum matrix")
         for total, row in zip(self.squares, grads):
             total.addcmul_(row, row)
         risks = excess_risks(grads, self.squares)

@@ -107,19 +107,12 @@ class MoCoWeighting(AggregatorWeighting):
     def aggregate(self, grads: torch.Tensor, losses: Sequence[float]) -> torch.Tensor:
         if not torch.isfinite(grads.sum(1)).all():  # row sums: no K × P temporary
             return grads.sum(0)
-        if self.tracked is None:
-            self.tracked = torch.zeros_like(grads)
-        elif self.tracked.shape != grads.shape:
-            raise ValueError(
-                f"moco: the saved gradient estimates have shape {tuple(self.tracked.shape)} but the task gradients "
-                f"have {tuple(grads.shape)}; resume with the same model and tasks."
-            )
+        self.tracked = self.state_matrix(self.tracked, grads, "gradient estimate matrix")
         for i, loss in enumerate(losses):
             # Composed as A+moco the losses were checked by A, which may not be log-based: guard here too.
             if loss < 0:
                 raise ValueError(f"moco: task {self.task_names[i]!r} has a negative loss {loss:.6g}; it scales the "
                                  "task's direction and must be > 0.")
-        self.tracked = self.tracked.to(grads)
         step = self.steps + 1
         beta = self.beta / step**self.beta_sigma
         gamma = self.gamma / step**self.gamma_sigma
