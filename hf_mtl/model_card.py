@@ -83,6 +83,7 @@ def training_hyperparameters(args: Any, global_step: int | None = None) -> dict[
         "processes": getattr(args, "world_size", 1),
         "total_train_batch_size (per task)": args.per_device_train_batch_size * getattr(args, "world_size", 1)
         * args.gradient_accumulation_steps,
+        "task_sampling": getattr(args, "task_sampling", "all_per_step"),
         "optimizer": plain(args.optim),
         "lr_scheduler_type": plain(args.lr_scheduler_type),
         "warmup_steps": args.warmup_steps,
@@ -92,6 +93,11 @@ def training_hyperparameters(args: Any, global_step: int | None = None) -> dict[
         "seed": args.seed,
         "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
     }
+    schedule = getattr(args, "sampling_schedule", "constant")
+    if schedule != "constant" or getattr(args, "sampling_alpha", None) is not None:
+        values["sampling_alpha"] = {"constant": f"{args.sampling_alpha}",
+                                    "linear": f"{args.sampling_alpha or 0.0} -> {args.sampling_alpha_end} (linear)",
+                                    "anneal": "1 - 0.8 (e - 1) / (E - 1) over epochs e = 1..E (anneal)"}[schedule]
     if global_step is not None:
         values["optimizer_steps_done"] = global_step
     return values

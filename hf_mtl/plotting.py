@@ -5,6 +5,8 @@
 * `loss.png`: the training loss of every task (`loss_<task>`) and their plain mean (`loss`);
 * `weights.png`: every task's effective weight dF/dL_i (`weight_<task>`);
 * `grad_norm.png`: every task's gradient norm (`grad_norm_<task>`), when the strategy logs it;
+* `rows.png`: every task's training rows per optimizer step (`rows_<task>`, what the sampler drew) and
+  `epochs.png` the passes over each task's training rows so far (`epochs_<task>`);
 * `eval.png`: every task's evaluation metrics over steps (`eval_<task>_<metric>`, one line per task
   and metric) and the GLUE score;
 * `training_curves.png`: all of the above in one figure; the model card shows this one.
@@ -45,7 +47,7 @@ def require_matplotlib() -> Any:
 class Curves:
     """The series found in a log history, as (steps, values) per key.
 
-    `loss`, `weight` and `grad_norm` map a task name to its training series; `eval` maps a task name
+    `loss`, `weight`, `grad_norm`, `rows` and `epochs` map a task name to its training series; `eval` maps a task name
     to {metric: series} (MNLI's splits appear as `matched_accuracy` / `mismatched_accuracy`);
     `mean_loss` and `glue_score` are single series.
     """
@@ -53,6 +55,8 @@ class Curves:
     loss: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     weight: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     grad_norm: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    rows: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    epochs: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     eval: dict[str, dict[str, tuple[list[int], list[float]]]] = field(default_factory=dict)
     mean_loss: tuple[list[int], list[float]] = field(default_factory=lambda: ([], []))
     glue_score: tuple[list[int], list[float]] = field(default_factory=lambda: ([], []))
@@ -143,12 +147,12 @@ def collect_curves(log_history: Iterable[Mapping[str, Any]], tasks: Sequence[str
                     add(curves.eval.setdefault(task, {}), metric, step, value)
             else:
                 for prefix, series in (("grad_norm_", curves.grad_norm), ("loss_", curves.loss),
-                                       ("weight_", curves.weight)):
+                                       ("weight_", curves.weight), ("rows_", curves.rows), ("epochs_", curves.epochs)):
                     if key.startswith(prefix) and key.removeprefix(prefix) in names:
                         add(series, key.removeprefix(prefix), step, value)
                         break
     order = {name: index for index, name in enumerate(names)}  # tasks in run order, not the JSON's key order
-    for attribute in ("loss", "weight", "grad_norm", "eval"):
+    for attribute in ("loss", "weight", "grad_norm", "rows", "epochs", "eval"):
         setattr(curves, attribute, dict(sorted(getattr(curves, attribute).items(), key=lambda kv: order[kv[0]])))
     return curves
 
@@ -243,6 +247,10 @@ def _panels(curves: Curves) -> list[tuple[str, Any]]:
         panels.append(("weights", lines(curves.weight, "dF/dL_i", "Effective task weight")))
     if curves.grad_norm:
         panels.append(("grad_norm", lines(curves.grad_norm, "gradient norm", "Gradient norm per task", log=True)))
+    if curves.rows:
+        panels.append(("rows", lines(curves.rows, "rows per step", "Training rows per step (sampling)")))
+    if curves.epochs:
+        panels.append(("epochs", lines(curves.epochs, "passes over the task's rows", "Epochs seen per task")))
     if curves.eval or curves.glue_score[0]:
         flat = {f"{task} {metric}": series for task, metrics in curves.eval.items() for metric, series in metrics.items()}
         panels.append(("eval", lines(flat, "metric", "Evaluation metrics", extra=(curves.score_label, curves.glue_score))))

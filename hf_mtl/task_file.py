@@ -14,7 +14,8 @@ max_train_samples: 1000}`) or task entries:
   label_names: [O, B-PER, I-PER] # optional: else a ClassLabel feature's names, else the sorted training labels
   metrics: [accuracy, seqeval]   # optional: built-in names or evaluate modules (a local path works offline)
   pooling: mean                  # optional per-task overrides: pooling, max_seq_length, max_train_samples,
-  task_weight: 2.0               # max_eval_samples, num_labels, label_range, task_weight (its --task_weights entry)
+  task_weight: 2.0               # max_eval_samples, num_labels, label_range, task_weight (its --task_weights entry),
+  oversample: 2.0                # oversample (a factor on the task's share of the rows or its draw probability)
 ```
 
 `read_task_file(path)` reads a YAML / JSON file holding such a list (or a mapping with a `tasks:` list);
@@ -37,7 +38,8 @@ from .sources import SOURCE_KEYS, SOURCES
 from .tasks import POOLINGS, TaskSpec, get_task, parse_tasks
 
 #: Per-task keys that override the run's flag of the same name (or add to it: task_weight).
-OVERRIDES = ("max_seq_length", "max_train_samples", "max_eval_samples", "pooling", "metrics", "task_weight")
+OVERRIDES = ("max_seq_length", "max_train_samples", "max_eval_samples", "pooling", "metrics", "task_weight",
+             "oversample")
 #: Column keys, by kind.
 COLUMN_KEYS = ("text_columns", "text_column", "tokens_column", "tags_column", "context_column", "choices_column",
                "choice_columns", "label_column")

@@ -55,6 +55,8 @@ class TaskSpec:
         pooling: how this task's sentence-level head reads the encoder (`POOLINGS`); None: the run's default.
         max_seq_length / max_train_samples / max_eval_samples: this task's own values of the run's flags.
         weight: this task's `--task_weights` entry (for `--weighting static`), from a task file's `task_weight`.
+        oversample: a factor on this task's share of a step's rows, or its draw probability (`hf_mtl.sampling`:
+            ∝ oversample · n^α); None: 1.
         source: where the data comes from, for a task declared in a task file (`hf_mtl.sources`); None: GLUE.
     """
 
@@ -73,6 +75,7 @@ class TaskSpec:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     weight: float | None = None
+    oversample: float | None = None
     source: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -108,6 +111,10 @@ class TaskSpec:
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"TaskSpec {self.name!r}: {key}={value!r} must be a whole number >= 1, or unset.")
+        if self.oversample is not None and (isinstance(self.oversample, bool) or not isinstance(self.oversample, int | float)
+                                            or not math.isfinite(self.oversample) or self.oversample <= 0):
+            raise ValueError(f"TaskSpec {self.name!r}: oversample={self.oversample!r} must be a number > 0 (a factor on "
+                             "the task's share of the rows or its draw probability; 2 doubles it), or unset.")
         if not self.metrics:
             object.__setattr__(self, "metrics", get_kind(self.kind).default_metrics)
         if not self.eval_splits:
@@ -166,7 +173,7 @@ class TaskSpec:
             data["metrics"] = list(self.metrics)
         if tuple(self.eval_splits) != ("validation",):
             data["eval_splits"] = list(self.eval_splits)
-        for key in ("pooling", "max_seq_length", "max_train_samples", "max_eval_samples"):
+        for key in ("pooling", "max_seq_length", "max_train_samples", "max_eval_samples", "oversample"):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.source is not None:

@@ -2,8 +2,9 @@
 
 What it overrides, and why:
 
-* `get_train_dataloader`: one micro-batch holds a batch of every task, identical task order on every
-  rank (`hf_mtl.sampling`).
+* `get_train_dataloader`: the multi-task stream (`hf_mtl.sampling`): every task in every step, its share of
+  the rows sized by `--sampling_alpha`, or one task per step (`--task_sampling one_per_step`); identical on
+  every rank.
 * `training_step`: the Trainer calls it once per micro-batch; the step's micro-batches are gathered
   and the whole step runs at the last one (inside the Trainer's gradient-sync context) through
   `TaskByTaskStep`, tasks outer and micro-batches inner, so gradient accumulation gives the update
@@ -17,7 +18,9 @@ What it overrides, and why:
   for those that see all task gradients at once `cos_<task>_<task>` (the cosine between two task
   gradients: negative means conflict), means since the last log, to the training logs, so
   every `report_to` backend and `trainer_state.json` get them. `loss` itself is the plain mean of
-  the task losses, comparable across strategies.
+  the task losses, comparable across strategies. What the sampler drew: `rows_<task>` (rows per step, all
+  ranks together), `epochs_<task>` (passes over the task's training rows so far) and `sampling_alpha`. In a
+  one-task-per-step run a task's loss and weight are means over the steps that drew it.
 * `create_optimizer`: adds the weighting's own trainable parameters (uncertainty, GradNorm, ...) as
   a parameter group, so their optimizer state is checkpointed like the model's.
 * `train`: restores the weighting's state from the checkpoint it resumes from (the state is written
@@ -30,7 +33,6 @@ What it overrides, and why:
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -161,15 +163,28 @@ class MultiTaskTrainer(Trainer):
     # ---- data ---------------------------------------------------------------------------------
 
     def get_train_dataloader(self) -> DataLoader:
+        """The multi-task stream of `--task_sampling`, `--sampling_alpha` and `--sampling_schedule`, with each task's
+        `oversample` factor (`hf_mtl.sampling`)."""
+        oversample = [spec.oversample or 1.0 for spec in self.tasks]
+        sampler = self._batch_sampler(self.args.task_sampling, self.args.sampling_plan(),
+                                      None if all(o == 1.0 for o in oversample) else oversample)
+        steps = self.args.max_steps
+        sampler.total_steps = steps if steps > 0 else math.ceil(self.args.num_train_epochs * sampler.steps_per_epoch)
+        self._train_batch_sampler = sampler
+        return self._stream_loader(sampler)
+
+    def _batch_sampler(self, mode: str, schedule: Any = None, oversample: list[float] | None = None) -> MultiTaskBatchSampler:
         if self.train_dataset is None:
             raise ValueError("MultiTaskTrainer: training requires a train_dataset.")
-        sampler = MultiTaskBatchSampler(
+        return MultiTaskBatchSampler(
             self.train_dataset.sizes,
             self._train_batch_size,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
             batches_per_step=self.args.world_size * self.args.gradient_accumulation_steps,
+            mode=mode, schedule=schedule, oversample=oversample,
         )
-        self._train_batch_sampler = sampler
+
+    def _stream_loader(self, sampler: MultiTaskBatchSampler) -> DataLoader:
         loader = DataLoader(
             self.train_dataset,
             batch_sampler=sampler,
@@ -240,14 +255,10 @@ class MultiTaskTrainer(Trainer):
         sampler = self._train_batch_sampler
         if sampler is None:
             return None
-        step -= 1
-        steps_per_epoch = sampler.num_batches // sampler.batches_per_step
-        local = (step % steps_per_epoch) * self.args.gradient_accumulation_steps + micro_batch
+        epoch, step = divmod(step - 1, sampler.steps_per_epoch)
+        local = step * self.args.gradient_accumulation_steps + micro_batch
         index = local * self.args.world_size + self.args.process_index  # accelerate deals batches round-robin
-        at_epoch = copy.copy(sampler)
-        at_epoch.epoch = step // steps_per_epoch
-        b = sampler.rows_per_task
-        return at_epoch.task_stream(task_index)[index * b : (index + 1) * b].tolist()
+        return sampler.rows(epoch, index, task_index).tolist()
 
     def training_step(self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None) -> torch.Tensor:
         self._pending_micro_batches.append(self._prepare_inputs(inputs))
@@ -260,6 +271,11 @@ class MultiTaskTrainer(Trainer):
         with self.compute_loss_context_manager():
             result = self.step_engine(model, micro_batches, step=self.state.global_step + 1)
         self._record(result)
+        if self._train_batch_sampler is not None:
+            # What the sampler put in this step, all ranks together (logged as rows_<task>).
+            rows = self._train_batch_sampler.step_rows(self.state.global_step)
+            for name, count in zip(self.step_engine.task_names, rows.tolist()):
+                self._task_logs.setdefault(f"rows_{name}", []).append(float(count))
         self._step_grad_norm = result.grad_norm
         return torch.tensor(result.mean_loss, device=self.args.device)
 
@@ -335,7 +351,8 @@ class MultiTaskTrainer(Trainer):
         model.eval()
         names = self.step_engine.task_names
         sums = torch.zeros(2, len(names), dtype=torch.float64, device=self.args.device)
-        loader = self.get_train_dataloader()
+        # Every task in every batch, also when training draws one task per step.
+        loader = self._stream_loader(self._batch_sampler("all_per_step"))
         for b, batch in enumerate(loader):
             if b >= self.args.init_estimate_batches:
                 break
@@ -364,7 +381,19 @@ class MultiTaskTrainer(Trainer):
                 logs["loss"] = sum(finite) / len(finite) if finite else math.nan
             self._step_means, self._skipped_since_log = [], False
             logs.update(self.step_engine.skip_counts())
+            logs.update(self._sampling_logs())
         super().log(logs, start_time)
+
+    def _sampling_logs(self) -> dict[str, float]:
+        """`epochs_<task>`, the passes over each task's training rows so far, and the current `sampling_alpha`."""
+        sampler = self._train_batch_sampler
+        if sampler is None or self.state.global_step < 1:
+            return {}
+        seen = sampler.rows_seen(self.state.global_step)
+        logs = {f"epochs_{name}": float(rows / n)
+                for name, rows, n in zip(self.step_engine.task_names, seen.tolist(), sampler.task_sizes)}
+        logs["sampling_alpha"] = sampler.alpha_at(self.state.global_step - 1)
+        return logs
 
     # ---- evaluation ---------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ import torch
 from transformers import TrainingArguments
 
 from .engine import NAN_POLICIES, check_nan_policy
-from .weighting import WEIGHTINGS, check_weighting, hparams_dataclass
+from .sampling import SAMPLING_SCHEDULES, TASK_SAMPLING_MODES, SamplingSchedule
+from .weighting import WEIGHTINGS, check_weighting, hparams_dataclass, weighting_classes
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,34 @@ class _TasksAndWeighting:
     weighting: str = field(
         default="equal",
         metadata={"help": "How task losses are combined; `hf-mtl weightings` lists the strategies: " + ", ".join(WEIGHTINGS)},
+    )
+    task_sampling: str = field(
+        default="all_per_step",
+        metadata={"help": "`all_per_step` (default): every optimizer step holds rows of every task, split "
+                  "between them by --sampling_alpha; `one_per_step`: each step trains on one task, drawn with "
+                  "probability ∝ n_i^α (only strategies whose factor is per task: "
+                  + ", ".join(n for n, c in WEIGHTINGS.items() if c.one_task_steps) + ").",
+                  "choices": list(TASK_SAMPLING_MODES)},
+    )
+    sampling_alpha: float | None = field(
+        default=None,
+        metadata={"help": "α of the task shares ∝ n_i^α (n_i: the task's training rows; times its `oversample` "
+                  "factor from a task file): 0 = equal rows per task (the default), 0.5 = square root, 1 = "
+                  "proportional. With `all_per_step` a step's rows (per_device_train_batch_size × number of tasks × "
+                  "processes × gradient_accumulation_steps) are split by it, at least one row of every task per "
+                  "micro-batch; with `one_per_step` it sets each task's draw probability. The start of "
+                  "--sampling_schedule linear."},
+    )
+    sampling_schedule: str = field(
+        default="constant",
+        metadata={"help": "α over training: `constant`; `linear` from --sampling_alpha at the first step to "
+                  "--sampling_alpha_end at the last; `anneal`, α = 1 − 0.8·e/(E − 1) in epoch e of E "
+                  "(BERT-and-PALs; sets α itself). The current α is logged as `sampling_alpha`.",
+                  "choices": list(SAMPLING_SCHEDULES)},
+    )
+    sampling_alpha_end: float | None = field(
+        default=None,
+        metadata={"help": "α at the last step of --sampling_schedule linear (e.g. 1 -> 0.5)."},
     )
 
 
@@ -91,11 +120,38 @@ class MultiTaskTrainingArguments(WeightingHyperparameters, _TasksAndWeighting, T
         for message in check_weighting(self.weighting, self.weighting_hparams()):
             logger.warning(message)
         check_nan_policy(self.nan_policy)
+        self.sampling_plan()  # the sampling flags, checked before any data is read
         if self.enable_jit_checkpoint and self.checkpoint_on_signal:
             # The Trainer's JIT checkpoint saves mid-step and without the weighting state; ours supersedes it.
             logger.warning("--enable_jit_checkpoint is replaced by hf_mtl's --checkpoint_on_signal (a checkpoint at the "
                            "end of the current step, weighting state included); turning enable_jit_checkpoint off.")
             self.enable_jit_checkpoint = False
+
+    def sampling_plan(self) -> SamplingSchedule:
+        """The α schedule of the run (`hf_mtl.sampling`), after checking the sampling flags together: their
+        values, `anneal` without --sampling_alpha, and `one_per_step` only with a strategy that can step on one
+        task (`Weighting.one_task_steps`)."""
+        if self.task_sampling not in TASK_SAMPLING_MODES:
+            raise ValueError(f"--task_sampling {self.task_sampling!r} is not one of: {', '.join(TASK_SAMPLING_MODES)}.")
+        if self.sampling_schedule == "anneal" and self.sampling_alpha is not None:
+            raise ValueError(f"--sampling_alpha {self.sampling_alpha}: --sampling_schedule anneal sets α itself "
+                             "(1 at the first epoch down to 0.2 at the last); drop --sampling_alpha, or use "
+                             "--sampling_schedule linear --sampling_alpha A --sampling_alpha_end B.")
+        alpha = self.sampling_alpha if self.sampling_alpha is not None else 0.0
+        schedule = SamplingSchedule(self.sampling_schedule, alpha, self.sampling_alpha_end)
+        if self.task_sampling == "one_per_step":
+            needs_all = [c for c in weighting_classes(self.weighting) if not c.one_task_steps]
+            if needs_all:
+                why = {"loss": "its common factor (or its update of a task's weight) needs every task's loss in "
+                               "every step",
+                       "gradient": "it normalises the task gradients of a step jointly",
+                       "aggregator": "it combines all K task gradients of a step at once"}[needs_all[0].kind]
+                able = ", ".join(n for n, c in WEIGHTINGS.items() if c.one_task_steps)
+                raise ValueError(
+                    f"--task_sampling one_per_step --weighting {self.weighting}: {needs_all[0].name} cannot step on "
+                    f"one task: {why}. Use a strategy whose factor is per task ({able}), or keep every task in "
+                    "every step (--task_sampling all_per_step) and size the shares with --sampling_alpha.")
+        return schedule
 
     def weighting_hparams(self) -> dict[str, Any]:
         """Every strategy flag and its value, {flag: value}: what `build_weighting(..., hparams=...)` takes."""

@@ -22,7 +22,8 @@ gets through anyway ends after `--watchdog` seconds with every thread's stack pr
 Run keys: name, tasks ("glue", the default: SST-2, STS-B and MRPC; or "kinds": one task of every kind,
 `conftest.every_kind_tasks`, which needs --silver_dir), weighting, batch (per device), accum (gradient accumulation, default 1), steps
 (default 3), optim (default "sgd"), lr (default 0.5), scheduler (default "constant"), max_grad_norm
-(default 0.0), args (more `MultiTaskTrainingArguments` fields, a dict), fsdp and fsdp_config (the
+(default 0.0), sizes (training rows of each task, a dict; default all `--rows`), args (more
+`MultiTaskTrainingArguments` fields, a dict), fsdp and fsdp_config (the
 `TrainingArguments` fields) and fsdp_on_cpu (see `fsdp_on_cpu` below).
 """
 
@@ -165,6 +166,8 @@ def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
 
     from hf_mtl.trainer import MultiTaskTrainer, MultiTaskTrainingArguments
 
+    if run.get("sizes"):  # tasks of different sizes: the first sizes[task] rows of each
+        train = {name: ds.select(range(run["sizes"][name])) for name, ds in train.items()}
     model = tiny_model(tasks)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     values = dict(

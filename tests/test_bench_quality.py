@@ -155,3 +155,27 @@ def test_bench_quality_smoke_resumes_and_skips_finished_runs(tmp_path, glue_dir,
         assert row in table
     assert (out / "results.png").stat().st_size > 0
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 8
+
+
+def test_runs_evaluated_during_training_get_their_dev_loss_curves(tmp_path, glue_dir, tiny_checkpoint):
+    """Grid entries may set sampling flags; with --eval_strategy steps every task's dev loss over the steps is
+    tabled (lowest, when, last, passes) and plotted, from the runs' own trainer_state.json."""
+    out = tmp_path / "sweep"
+    assert main(["bench", "quality", "--output_dir", str(out), "--tasks", "sst2,stsb", "--no_single_task",
+                 "--weightings", "equal,equal:sampling_alpha=1", "--seeds", "1", "--model_name_or_path",
+                 tiny_checkpoint, "--glue_dir", str(glue_dir), "--max_train_samples", "40", "--max_eval_samples", "16",
+                 "--max_steps", "2", "--per_device_train_batch_size", "4", "--max_seq_length", "32",
+                 "--eval_strategy", "steps", "--eval_steps", "1", "--logging_steps", "1"]) == 0
+    from hf_mtl.plotting import load_log_history
+
+    assert (out / "results_dev_loss.png").stat().st_size > 5000
+    table = (out / "results.md").read_text()
+    for row in ("equal", "equal:sampling_alpha=1"):
+        history = load_log_history(out / "runs" / row.replace(":", "_") / "seed1")
+        losses = [(h["step"], h["eval_stsb_loss"]) for h in history if "eval_stsb_loss" in h]
+        assert [step for step, _ in losses] == [1, 2]
+        step, lowest = min(losses, key=lambda x: x[1])
+        passes = [h["epochs_stsb"] for h in history if "epochs_stsb" in h][-1]
+        line = next(line for line in table.splitlines() if line.startswith(f"| `{row}` |") and "passes" in line)
+        assert f"{lowest:.3f} ({step}) → {losses[-1][1]:.3f}; {passes:.2f} passes" in line
+    assert "--sampling_alpha 1" in json.loads((out / "runs/equal_sampling_alpha=1/seed1" / RESULT_FILE).read_text())["command"]

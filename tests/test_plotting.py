@@ -63,7 +63,7 @@ def test_plot_command_writes_the_pngs_of_a_real_run(logged_run, tmp_path, capsys
     output, _ = logged_run
     assert main(["plot", str(output), "--output_dir", str(tmp_path)]) == 0
     written = sorted(p.name for p in tmp_path.glob("*.png"))
-    assert written == ["eval.png", "loss.png", "training_curves.png", "weights.png"]
+    assert written == ["epochs.png", "eval.png", "loss.png", "rows.png", "training_curves.png", "weights.png"]
     for name in written:
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.width >= 600 and image.height >= 400
@@ -75,6 +75,12 @@ def test_plot_command_writes_the_pngs_of_a_real_run(logged_run, tmp_path, capsys
     assert list(curves.loss) == list(curves.weight) == TASK_NAMES
     assert curves.loss["stsb"][0] == [1, 2, 3, 4]
     assert curves.eval["mrpc"]["f1"][0] == [2, 4]
+    # what the sampler drew: every task the same rows per step (α = 0), passes growing by rows / training rows
+    history = json.loads((output / "trainer_state.json").read_text())["log_history"]
+    rows = {task: [h[f"rows_{task}"] for h in history if f"rows_{task}" in h] for task in TASK_NAMES}
+    assert [curves.rows[task][1] for task in TASK_NAMES] == list(rows.values()) and len(set(rows["sst2"])) == 1
+    steps, epochs = curves.epochs["mrpc"]
+    assert steps == [1, 2, 3, 4] and epochs == sorted(epochs) and epochs[0] > 0
     assert set(curves.eval["stsb"]) == {"pearson", "spearmanr"}
 
 

@@ -89,6 +89,45 @@ def test_resumed_run_matches_the_uninterrupted_run(name, optim, accumulation, tm
         assert resumed.optimizer.state_dict()["state"][0]["step"].item() == 2 * N
 
 
+#: Every sampling mode besides the default (tests/test_sampling.py covers the sampler itself).
+SAMPLING_MODES = {
+    "sqrt": {"sampling_alpha": 0.5},
+    "linear": {"sampling_schedule": "linear", "sampling_alpha": 1.0, "sampling_alpha_end": 0.0},
+    "anneal": {"sampling_schedule": "anneal"},
+    "one_per_step": {"task_sampling": "one_per_step", "sampling_alpha": 0.5},
+}
+#: A loss-level and a learned strategy in every mode; a gradient-level one and an aggregator where every task is in
+#: every step (one task per step refuses them).
+SAMPLING_CASES = [(mode, name) for mode in SAMPLING_MODES for name in ("geometric", "uncertainty")] + [
+    (mode, name) for mode in ("sqrt", "linear", "anneal") for name in ("grad_normalize", "upgrad")]
+
+
+@pytest.fixture(scope="module")
+def uneven_data(train_data):
+    """24, 10 and 6 rows: the shares differ, and every mode's epoch (3 steps at α = 0.5, 5 one-task steps) ends
+    within the 2N steps."""
+    return {name: ds.select(range(rows)) for (name, ds), rows in zip(train_data.items(), (24, 10, 6))}
+
+
+@pytest.mark.parametrize("optim, accumulation", SETTINGS[:2])
+@pytest.mark.parametrize("mode, name", SAMPLING_CASES)
+def test_every_sampling_mode_resumes_exactly(mode, name, optim, accumulation, tmp_path, uneven_data, tokenizer):
+    settings = {**run_settings(optim, accumulation), **SAMPLING_MODES[mode]}
+    full = make_trainer(tmp_path / "full", uneven_data, tokenizer, name, **settings)
+    full.train()
+    assert full._train_batch_sampler.steps_per_epoch < 2 * N
+    resumed = make_trainer(tmp_path / "resumed", uneven_data, tokenizer, name, model_seed=1, **settings)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / f"checkpoint-{N}"))
+    assert_parameters_close(parameters(resumed.model), parameters(full.model))
+    assert_states_close(resumed.weighting.state_dict(), full.weighting.state_dict())
+    keys = ("loss", "weight_", "rows_", "epochs_", "sampling_alpha")
+    logs = [[{k: v for k, v in h.items() if k.startswith(keys)} for h in t.state.log_history if "loss" in h
+             and h["step"] > N] for t in (resumed, full)]
+    assert logs[0] and len(logs[0]) == len(logs[1])
+    for got, want in zip(*logs):
+        assert got == pytest.approx(want, rel=1e-6, nan_ok=True)
+
+
 class StopAt(TrainerCallback):
     """Stops the run at step `step` with a checkpoint: what the signal handler does, without the signal."""
 

@@ -19,8 +19,9 @@ raise`) records its error and the sweep goes on; delete its folder to retry it.
 Results: `DIR/results.md` (per-task dev metrics and the GLUE score as mean ± standard deviation over
 seeds, the difference to `equal` with a paired t-test over seeds, wall time per run; the exact command
 at the top), `DIR/results.png` (GLUE score per strategy with error bars; per-task score differences to
-`equal`) and `DIR/results.json` (every run). Model weights are deleted once a run is measured, unless
-`--keep_models`.
+`equal`) and `DIR/results.json` (every run). Runs that evaluate during training (`--eval_strategy steps`)
+also get each task's dev loss over the steps: a table in results.md and `DIR/results_dev_loss.png`. Model
+weights are deleted once a run is measured, unless `--keep_models`.
 """
 
 from __future__ import annotations
@@ -271,6 +272,8 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     (out / "results.json").write_text(json.dumps({"command": report["command"], "runs": results}, indent=2))
     (out / "results.md").write_text(markdown_report(report))
     plot_report(report, out / "results.png")
+    if report["curves"]:
+        plot_dev_losses(report, out / "results_dev_loss.png")
     return report
 
 
@@ -323,7 +326,42 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
     report = {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
               "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
     report["comparisons"] = {row: c for row in rows if (c := compare_to_reference(report, row))}
+    report["curves"] = dev_loss_curves(results, config)
     return report
+
+
+def dev_loss_curves(results: Sequence[Mapping[str, Any]], config: QualityConfig) -> dict[str, dict[str, Any]]:
+    """Per multi-task row with evaluations during training (`--eval_strategy steps`): each task's dev loss over
+    the steps (mean over seeds) and its passes over the training rows at the end (`epochs_<task>`), read from
+    the runs' `trainer_state.json`. Empty when no run evaluated more than once."""
+    from ..plotting import load_log_history
+
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    for result in results:
+        folder = Path(config.output_dir) / "runs" / GridRun(result["entry"], result["seed"], tuple(config.tasks)).folder
+        if result.get("error") or result["entry"].startswith("single:") or not (folder / "trainer_state.json").is_file():
+            continue
+        runs.setdefault(result["entry"], []).append(load_log_history(folder))
+    curves: dict[str, dict[str, Any]] = {}
+    for row, histories in runs.items():
+        per_task: dict[str, Any] = {}
+        for task in config.tasks:
+            by_step: dict[int, list[float]] = {}
+            passes = []
+            for history in histories:
+                for entry in history:
+                    if f"eval_{task}_loss" in entry:
+                        by_step.setdefault(int(entry["step"]), []).append(float(entry[f"eval_{task}_loss"]))
+                last = [e[f"epochs_{task}"] for e in history if f"epochs_{task}" in e]
+                if last:
+                    passes.append(float(last[-1]))
+            steps = sorted(s for s, v in by_step.items() if len(v) == len(histories))
+            if len(steps) > 1:
+                per_task[task] = {"steps": steps, "loss": [statistics.mean(by_step[s]) for s in steps],
+                                  "passes": statistics.mean(passes) if passes else math.nan}
+        if per_task:
+            curves[row] = per_task
+    return curves
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -389,7 +427,48 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     if report["failures"]:
         lines += ["", "Failed runs (not in the table):", ""] + [f"- {f}" for f in report["failures"]]
     lines += ["", "![GLUE score per strategy and per-task differences to equal](results.png)", ""]
+    if report.get("curves"):
+        lines += _dev_loss_table(report)
     return "\n".join(lines)
+
+
+def _dev_loss_table(report: Mapping[str, Any]) -> list[str]:
+    """Does a task overfit? Its lowest dev loss (and when), its last one, and its passes over the training rows."""
+    tasks = [t for t in report["tasks"] if any(t in c for c in report["curves"].values())]
+    lines = ["## Dev loss over training", "",
+             ("Each task's dev loss at its lowest (at step) → at the last evaluation, and the passes over its training "
+              "rows by the end (mean over seeds). A last loss well above the lowest: the task overfits."), "",
+             "| strategy | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    for row, per_task in report["curves"].items():
+        cells = []
+        for task in tasks:
+            curve = per_task.get(task)
+            if curve is None:
+                cells.append("–")
+                continue
+            best = min(range(len(curve["loss"])), key=curve["loss"].__getitem__)
+            cells.append(f"{curve['loss'][best]:.3f} ({curve['steps'][best]}) → {curve['loss'][-1]:.3f}; "
+                         f"{curve['passes']:.2f} passes")
+        lines.append(f"| `{row}` | " + " | ".join(cells) + " |")
+    return lines + ["", "![Dev loss of every task over the steps, per strategy](results_dev_loss.png)", ""]
+
+
+def plot_dev_losses(report: Mapping[str, Any], path: Path) -> None:
+    """One panel per task: its dev loss over the steps, a line per row of the grid."""
+    from ..plotting import require_matplotlib
+
+    Figure = require_matplotlib()
+    tasks = [t for t in report["tasks"] if any(t in c for c in report["curves"].values())]
+    figure = Figure(figsize=(4.2 * len(tasks), 3.6), layout="constrained")
+    for ax, task in zip(figure.subplots(1, len(tasks), squeeze=False)[0], tasks):
+        for row, per_task in report["curves"].items():
+            if task in per_task:
+                ax.plot(per_task[task]["steps"], per_task[task]["loss"], marker="o", markersize=3, label=row)
+        ax.set_title(f"{task}: dev loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    figure.axes[0].legend(fontsize="x-small")
+    figure.savefig(path, dpi=110)
 
 
 def reading(report: Mapping[str, Any]) -> str:

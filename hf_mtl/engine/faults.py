@@ -180,6 +180,8 @@ class FaultPolicy:
         bad = []
         with passes.sync_context(model):
             for i, task in enumerate(self.task_names):
+                if i in state.absent:
+                    continue
                 model.zero_grad(set_to_none=True)
                 for mb in state.micro_batches:
                     passes.backward(passes.loss(model, mb[task]))

@@ -41,8 +41,12 @@ class StepShape:
         total = GradientSum(params.combined)
         with self.passes.sync_context(model):
             for i, task in enumerate(self.task_names):
+                if i in state.absent:
+                    state.losses.append(math.nan)
+                    state.placeholders(self.weighting.kind == "gradient")
+                    continue
                 self.task(model, state, total, i, task)
-        if len(state.dropped) == len(self.task_names):
+        if len(state.dropped) + len(state.absent) == len(self.task_names):
             raise SkipStep("every task was left out", state.losses)
         state.fill_dropped()
         self.weighting.observe(state.checked, state.probe_norms if params.probe is not None else None)
@@ -96,8 +100,9 @@ class StepShape:
         return global_norm([local_gradient]) / state.loss_scale
 
     def finish_loss_level(self, model: torch.nn.Module, state: StepState, total: GradientSum) -> StepResult:
-        """Loss-level factors: the rank-local sums are reduced once (the factors are the same on every rank)."""
-        common = self.weighting.common_log_factor(state.checked)
+        """Loss-level factors: the rank-local sums are reduced once (the factors are the same on every rank).
+        A step with absent tasks (one task per step) takes no common factor: its update is h_i(L_i)·∇L_i."""
+        common = 0.0 if state.absent else self.weighting.common_log_factor(state.checked)
         all_reduce_sum(state.params.all_grads())
         return self.finish_sum(model, state, total, common)
 
@@ -107,7 +112,8 @@ class StepShape:
         grad_norm = None
         if not state.scaled:
             grad_norm = self.faults.check_combined_gradient(model, state, self.passes, self.weighting.name)
-        weights = [math.exp(f + common) if f > -math.inf else 0.0 for f in state.log_factors]
+        weights = [math.nan if i in state.absent else math.exp(f + common) if f > -math.inf else 0.0
+                   for i, f in enumerate(state.log_factors)]
         norms = state.norms
         if state.dropped:
             norms = [math.nan if i in state.dropped else n for i, n in enumerate(norms)]

@@ -148,7 +148,9 @@ class StepState:
     losses (NaN where not finite); `checked`: the values the strategy uses (clamped; NaN for a dropped
     task until `fill_dropped`); `log_factors`: log h_i (−inf for a dropped task); `norms`: gradient-level
     strategies' ‖g_i‖; `probe_norms`: the probed layer's per-task norms; `dropped`: tasks left out by
-    `nan_policy=skip_task`; `rows`: the K × P path's task gradients until they are stacked.
+    `nan_policy=skip_task`; `absent`: tasks with no rows in this step (`--task_sampling one_per_step`: every task
+    but the drawn one), whose placeholders are those of a dropped task but count as no skip; `rows`: the K × P
+    path's task gradients until they are stacked.
     """
 
     step: int
@@ -164,6 +166,7 @@ class StepState:
     norms: list[float] = field(default_factory=list)
     probe_norms: list[float] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
+    absent: list[int] = field(default_factory=list)
     rows: list[list[torch.Tensor | None]] = field(default_factory=list)
 
     @classmethod
@@ -171,11 +174,16 @@ class StepState:
               params: StepParameters, loss_scale: float) -> StepState:
         # Loss units (rows; labelled tokens for a token task) of every task over all micro-batches and ranks: each
         # micro-batch loss, a mean over its units, is weighted by its share, so the step's loss is the mean over all.
-        counts = torch.tensor([[loss_units(mb[t]) for t in task_names] for mb in micro_batches], dtype=torch.float64)
+        # A task with no rows in the step (one task per step) counts 0 everywhere: it is `absent`.
+        counts = torch.tensor([[loss_units(mb[t]) if t in mb else 0 for t in task_names] for mb in micro_batches],
+                              dtype=torch.float64)
         totals = counts.sum(0).to(params.device)
         all_reduce_sum([totals])
         totals = totals.cpu()
-        return cls(step, micro_batches, params, loss_scale, counts.tolist(), totals.tolist(), (counts / totals).tolist())
+        shares = counts / totals.clamp(min=1)
+        absent = [i for i, t in enumerate(task_names) if not any(t in mb for mb in micro_batches)]
+        return cls(step, micro_batches, params, loss_scale, counts.tolist(), totals.tolist(), shares.tolist(),
+                   absent=absent)
 
     @property
     def num_micro_batches(self) -> int:
@@ -189,6 +197,10 @@ class StepState:
     def drop(self, i: int, gradient_level: bool) -> None:
         """Record task i as left out: its values become placeholders (`fill_dropped` replaces them)."""
         self.dropped.append(i)
+        self.placeholders(gradient_level)
+
+    def placeholders(self, gradient_level: bool) -> None:
+        """The values of a task that is not in the step (dropped, or absent): NaN, and a factor of 0."""
         self.checked.append(math.nan)
         self.log_factors.append(-math.inf)
         if gradient_level:

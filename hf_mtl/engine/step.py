@@ -98,7 +98,14 @@ class TaskByTaskStep:
         return self._accumulated if num_micro_batches > 1 else self._single
 
     def __call__(self, model: torch.nn.Module, micro_batches: Sequence[dict[str, dict[str, Any]]], step: int) -> StepResult:
-        """One optimizer step's gradients for optimizer step number `step` (1-based, as the Trainer logs it)."""
+        """One optimizer step's gradients for optimizer step number `step` (1-based, as the Trainer logs it).
+        A step may hold only some tasks (one task per step) where the strategy's factors are per task
+        (`Weighting.one_task_steps`); the others have NaN losses and weights in the result."""
+        if not self.weighting.one_task_steps and any(t not in mb for mb in micro_batches for t in self.task_names):
+            missing = sorted({t for mb in micro_batches for t in self.task_names if t not in mb})
+            raise ValueError(
+                f"step {step}: no rows of task(s) {missing}, but weighting {self.weighting.name!r} needs every task in "
+                "every step (one_task_steps is False); sample every task in every step (--task_sampling all_per_step).")
         try:
             return self.shape(len(micro_batches)).run(model, micro_batches, step)
         except SkipStep as skip:

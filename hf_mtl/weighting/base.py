@@ -93,6 +93,11 @@ class Weighting:
     log_based: ClassVar[bool] = False
     #: This strategy's own hyperparameters (flags); the empty base for a strategy without knobs.
     Config: ClassVar[type[WeightingConfig]] = WeightingConfig
+    #: True when a step may hold one task only (`--task_sampling one_per_step`): task i's factor h_i comes from its
+    #: own loss and the strategy's own state, the common factor is a constant (left out of such a step, whose
+    #: update is h_i(L_i)·∇L_i), and `observe` takes NaN for the tasks not in the step. A strategy that needs all
+    #: K losses or gradients in every step (a common factor, a softmax over tasks, an aggregator) keeps False.
+    one_task_steps: ClassVar[bool] = False
     #: True for a strategy that draws random numbers: its constructor takes `seed` (keyword), which
     #: `build_weighting` passes (the trainer's --seed, so every rank draws the same).
     randomised: ClassVar[bool] = False
@@ -212,7 +217,7 @@ class Weighting:
 
     def observe(self, losses: Sequence[float], probe_norms: Sequence[float] | None = None) -> None:
         """Called once per optimizer step after the task factors were used, with the step's (checked,
-        rank-averaged) losses and, if `probes_last_shared_layer`, the task gradient norms on the last
+        rank-averaged) losses (NaN for a task not in a one-task step, see `one_task_steps`) and, if `probes_last_shared_layer`, the task gradient norms on the last
         shared layer. Update histories here, and set `.grad` of `parameters()` for the optimizer step."""
 
     def hparams(self) -> dict[str, Any]:

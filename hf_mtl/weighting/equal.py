@@ -18,6 +18,8 @@ from .registry import register
 class EqualWeighting(Weighting):
     """F = (1/K) Σ_i L_i: every task counts the same, whatever the scale of its loss. Stateless."""
 
+    one_task_steps = True
+
     name = "equal"
     description = "arithmetic mean of the task losses, (1/K) Σ L_i (the baseline)"
 

@@ -29,6 +29,8 @@ from .uncertainty import LearnedTaskValues
 class IMTLLWeighting(LearnedTaskValues):
     """F = Σ_i e^(s_i) L_i − s_i with learned log scales s_i (start 0). State: s (by task name)."""
 
+    one_task_steps = True
+
     name = "imtl_l"
     description = "IMTL-L (Liu et al. 2021): learned loss scales, Σ e^(s_i) L_i − s_i (scaled losses driven to 1; --weighting_lr)"
     log_based = True
@@ -44,4 +46,4 @@ class IMTLLWeighting(LearnedTaskValues):
 
     def observe(self, losses: Sequence[float], probe_norms: Sequence[float] | None = None) -> None:
         loss = torch.tensor(losses, dtype=torch.float64)
-        self.values.grad = (torch.exp(self.current()) * loss - 1).to(self.values.dtype)
+        self.set_gradient(torch.exp(self.current()) * loss - 1)

@@ -28,6 +28,8 @@ class ReferenceLossWeighting(Weighting):
     the checkpointed state so that a resumed run keeps the objective it started with.
     """
 
+    one_task_steps = True
+
     log_based = True
     #: Appended to the error raised when the references are used before they are set.
     missing_reference_hint: ClassVar[str] = ""
@@ -108,6 +110,8 @@ class InverseLossWeighting(Weighting):
     Scaling task i's loss by any c > 0 leaves its contribution ∇L_i / L_i unchanged. Subclasses differ
     only in the objective whose gradient this is.
     """
+
+    one_task_steps = True
 
     log_based = True
 

@@ -54,6 +54,8 @@ class StaticWeighting(Weighting):
     """F = Σ_i w_i L_i with `--task_weights` (by task name, one for every task, each finite and ≥ 0, not
     all 0). A zero weight keeps the task in the logs but out of the update. Stateless."""
 
+    one_task_steps = True
+
     name = "static"
     description = "fixed user weights, Σ w_i L_i (--task_weights sst2=1,stsb=0.5)"
 

@@ -92,6 +92,10 @@ class LearnedTaskValues(Weighting):
     def parameter_lr(self) -> float:
         return self.lr
 
+    def set_gradient(self, gradient: torch.Tensor) -> None:
+        """`values.grad` = ∂F/∂s; 0 for a task not in the step (a NaN loss in a one-task step)."""
+        self.values.grad = torch.nan_to_num(gradient, nan=0.0).to(self.values.dtype)
+
     def current(self) -> torch.Tensor:
         """The learned values as float64, detached."""
         return self.values.detach().double()
@@ -114,6 +118,8 @@ class LearnedTaskValues(Weighting):
 class UncertaintyWeighting(LearnedTaskValues):
     """F = Σ_i e^(−s_i) L_i + s_i with learned log variances s_i (start 0). State: s (by task name)."""
 
+    one_task_steps = True
+
     name = "uncertainty"
     description = "learned log variances s_i: Σ e^(−s_i) L_i + s_i (Kendall et al. 2018; --weighting_lr)"
     log_based = True
@@ -129,4 +135,4 @@ class UncertaintyWeighting(LearnedTaskValues):
 
     def observe(self, losses: Sequence[float], probe_norms: Sequence[float] | None = None) -> None:
         loss = torch.tensor(losses, dtype=torch.float64)
-        self.values.grad = (1 - torch.exp(-self.current()) * loss).to(self.values.dtype)
+        self.set_gradient(1 - torch.exp(-self.current()) * loss)
