@@ -65,6 +65,7 @@ from .sampling import (
     MultiTaskDataset,
     TaskCollator,
 )
+from .task_best import TaskBestCallback, parse_best_metrics, rotate_checkpoints_keeping
 from .task_file import parse_task_list
 from .tasks import TaskSpec
 from .training_args import MultiTaskTrainingArguments
@@ -148,6 +149,8 @@ class MultiTaskTrainer(Trainer):
         self.step_engine = TaskByTaskStep(weighting, names, self.accelerator, nan_policy=args.nan_policy,
                                           locate_rows=self._training_rows, compute_loss=self.compute_loss)
         self.add_callback(WeightingStateCallback(weighting, self.step_engine))
+        self.add_callback(TaskBestCallback({t.name: list(t.eval_keys().values()) for t in self.tasks},
+                                           parse_best_metrics(getattr(args, "best_metric_for_task", None), self.tasks)))
         #: The signal (e.g. `signal.SIGTERM`) that stopped the last `train()` early, None if it ran to the end.
         self.interrupted_by: int | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
@@ -230,9 +233,28 @@ class MultiTaskTrainer(Trainer):
             engine_state = load_engine_state(checkpoint, self.step_engine.state_dict())  # checked before either loads
             load_weighting_state(self.weighting, checkpoint)
             self.step_engine.load_state_dict(engine_state)
+            self.task_best.restore(checkpoint)
         self.interrupted_by = None
         with signals_to_checkpoint(self):
             return super().train(checkpoint, *args, **kwargs)
+
+    @property
+    def task_best(self) -> TaskBestCallback:
+        """The callback recording each task's best evaluation (`hf_mtl.task_best`)."""
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, TaskBestCallback))
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, with each task's best checkpoint kept out of `save_total_limit`'s rotation."""
+        limit, keep = self.args.save_total_limit, self.task_best.checkpoints()
+        if not limit or not keep:
+            return super()._save_checkpoint(model, trial)
+        self.args.save_total_limit = None  # the rotation below replaces the Trainer's
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            rotate_checkpoints_keeping(self._get_output_dir(trial=trial), limit, keep, self.state.best_model_checkpoint)
 
     def _training_rows(self, step: int, micro_batch: int, task_index: int) -> list[int] | None:
         """The training-set rows of task `task_index` in this process's micro-batch `micro_batch` of optimizer
