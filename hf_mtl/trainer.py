@@ -458,6 +458,7 @@ class MultiTaskTrainer(Trainer):
             language=language,
             license=license,
             tags=tags,
+            task_bests=self.task_best.best,
         )
 
 
