@@ -55,11 +55,11 @@ _PIPELINES = "transformers.pipelines"
 
 
 def _register_pipeline() -> None:
+    """Import `hf_mtl.multi_task_pipeline`, which registers the pipeline as it loads (when that import is what
+    brought `transformers.pipelines` in, the module is half-loaded here and registers once it finishes)."""
     try:
-        from .multi_task_pipeline import register_pipeline
-
-        register_pipeline()
-    except Exception:  # noqa: BLE001 - a failure here must not break transformers' own pipelines
+        importlib.import_module(f"{__name__}.multi_task_pipeline")
+    except Exception:  # a failure here must not break transformers' own pipelines
         import logging
 
         logging.getLogger(__name__).warning('pipeline("multi-task") could not be registered', exc_info=True)

@@ -229,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(hf-mtl train --help lists every flag)",
     )
     commands.add_parser("weightings", help="list the loss-weighting strategies")
-    commands.add_parser("bench", add_help=False, help="benchmarks: hf-mtl bench speed|torchjd|quality [flags] (speed: step time and memory of "
-                        "every weighting vs equal; quality: dev metrics of a strategies x seeds grid)")
+    commands.add_parser("bench", add_help=False, help="benchmarks: hf-mtl bench speed|torchjd|quality|serve [flags] (speed: "
+                        "step time and memory of every weighting vs equal; quality: dev metrics of a strategies x seeds "
+                        "grid; serve: one multi-task pipeline pass vs K exported single-task models)")
     for name, (_, help_text) in RUN_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=help_text)
     args, rest = parser.parse_known_args(argv[:1])

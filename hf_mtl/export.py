@@ -53,7 +53,13 @@ from transformers import PreTrainedModel
 
 from .hub import holds_multitask_model, load_run, task_spec, upload_folder
 from .kinds import get_kind
-from .model_card import MODEL_CARD, best_checkpoint_note, eval_metrics_at, render_task_card, run_eval_metrics
+from .model_card import (
+    MODEL_CARD,
+    best_checkpoint_note,
+    eval_metrics_at,
+    render_task_card,
+    run_eval_metrics,
+)
 from .modeling import MultiTaskModel
 from .task_best import best_checkpoint
 

@@ -22,7 +22,8 @@ once and encoded once (`MultiTaskModel.forward_heads`); every head reads that en
 * regression: `{"value": x}` (a list for a vector regression);
 * token classification: the tags of the first text's tokens, grouped as `token-classification` groups them
   (`aggregation_strategy`, default `simple`: `{"entity_group", "score", "word", "start", "end"}`; `none`: one
-  `{"entity", "score", "index", "word", "start", "end"}` per token) — transformers' own grouping code;
+  `{"entity", "score", "index", "word", "start", "end"}` per token; `ignore_labels`, default `["O"]`, left out)
+  — transformers' own grouping code;
 * multiple-choice tasks are left out: a choice head scores (context, choice) pairs, which one encoding of one
   input cannot give (naming one in `tasks=` is refused).
 
@@ -39,7 +40,10 @@ import numpy as np
 import torch
 from transformers import Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
-from transformers.pipelines.token_classification import AggregationStrategy, TokenClassificationPipeline
+from transformers.pipelines.token_classification import (
+    AggregationStrategy,
+    TokenClassificationPipeline,
+)
 
 from .kinds import get_kind
 from .kinds.base import label_names_or_ids
@@ -63,17 +67,17 @@ class MultiTaskPipeline(Pipeline):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.model, MultiTaskModel):
-            raise ValueError(f"pipeline({TASK_NAME!r}): the model is a {type(self.model).__name__}, not an hf_mtl "
+            raise ValueError(  # noqa: TRY004 - bad input is a ValueError throughout hf_mtlf"pipeline({TASK_NAME!r}): the model is a {type(self.model).__name__}, not an hf_mtl "
                              "MultiTaskModel; pass the output_dir of `hf-mtl train` or a Hub id of an hf_mtl model.")
         self.specs = {spec.name: spec for spec in self.model.config.task_specs}
         self._groupers: dict[str, _TagGrouper] = {}
 
     def _sanitize_parameters(self, tasks: str | Sequence[str] | None = None, truncation: Any = None,
                              max_length: int | None = None, top_k: int | None | str = "", aggregation_strategy: Any = None,
-                             **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+                             ignore_labels: Sequence[str] | None = None, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         if kwargs:
             raise ValueError(f"pipeline({TASK_NAME!r}): unknown argument(s) {sorted(kwargs)}; it takes tasks, "
-                             "truncation, max_length, top_k, aggregation_strategy, batch_size.")
+                             "truncation, max_length, top_k, aggregation_strategy, ignore_labels, batch_size.")
         preprocess: dict[str, Any] = {}
         if truncation is not None:
             preprocess["truncation"] = truncation
@@ -88,6 +92,8 @@ class MultiTaskPipeline(Pipeline):
                 raise ValueError(f"pipeline({TASK_NAME!r}): top_k={top_k!r}; pass a whole number >= 1, or None for "
                                  "every label.")
             postprocess["top_k"] = top_k
+        if ignore_labels is not None:
+            postprocess["ignore_labels"] = list(ignore_labels)
         if aggregation_strategy is not None:
             try:
                 postprocess["aggregation_strategy"] = AggregationStrategy(str(getattr(aggregation_strategy, "value",
@@ -98,12 +104,13 @@ class MultiTaskPipeline(Pipeline):
         return preprocess, forward, postprocess
 
     def _check_tasks(self, tasks: str | Sequence[str]) -> list[str]:
+        specs = {spec.name: spec for spec in self.model.config.task_specs}  # also called by Pipeline.__init__
         names = [t.strip() for t in tasks.split(",")] if isinstance(tasks, str) else list(tasks)
         for name in names:
-            if name not in self.specs:
+            if name not in specs:
                 raise ValueError(f"pipeline({TASK_NAME!r}): tasks={name!r} is not a task of this model; its tasks are "
-                                 f"{list(self.specs)}.")
-            if get_kind(self.specs[name].kind).level == "choice":
+                                 f"{list(specs)}.")
+            if get_kind(specs[name].kind).level == "choice":
                 raise ValueError(f"pipeline({TASK_NAME!r}): task {name!r} is multiple choice, which one encoding of "
                                  "one input cannot serve; leave it out of tasks=.")
         return names
@@ -137,14 +144,15 @@ class MultiTaskPipeline(Pipeline):
                 "input_ids": model_inputs["input_ids"], "attention_mask": model_inputs["attention_mask"]}
 
     def postprocess(self, outputs: dict[str, Any], tasks: Sequence[str] | None = None, top_k: int | None = 1,
-                    aggregation_strategy: AggregationStrategy = AggregationStrategy.SIMPLE) -> dict[str, Any]:
+                    aggregation_strategy: AggregationStrategy = AggregationStrategy.SIMPLE,
+                    ignore_labels: Sequence[str] = ("O",)) -> dict[str, Any]:
         names = list(tasks) if tasks is not None else self.model.serving_tasks()
         real = outputs["attention_mask"][0].bool()
         return {name: self._prediction(name, outputs[f"logits:{name}"][0].float(), outputs, real, top_k,
-                                       aggregation_strategy) for name in names}
+                                       aggregation_strategy, ignore_labels) for name in names}
 
     def _prediction(self, name: str, logits: torch.Tensor, outputs: dict[str, Any], real: torch.Tensor,
-                    top_k: int | None, aggregation_strategy: AggregationStrategy) -> Any:
+                    top_k: int | None, aggregation_strategy: AggregationStrategy, ignore_labels: Sequence[str]) -> Any:
         spec = self.specs[name]
         if spec.kind == "regression":
             values = logits.tolist()
@@ -152,7 +160,8 @@ class MultiTaskPipeline(Pipeline):
         names = label_names_or_ids(spec) if spec.label_names or spec.kind != "classification" else [
             str(i) for i in range(int(spec.num_labels))]
         if get_kind(spec.kind).level == "token":
-            return self._tags(name, names, logits, outputs, real, aggregation_strategy)
+            tags = self._tags(name, names, logits, outputs, real, aggregation_strategy)
+            return [tag for tag in tags if tag.get("entity", tag.get("entity_group")) not in ignore_labels]
         if spec.kind == "multi_label":
             scores = torch.sigmoid(logits).tolist()
             ranked = sorted(({"label": n, "score": s} for n, s in zip(names, scores)), key=lambda e: -e["score"])
@@ -183,7 +192,7 @@ class _TagGrouper(TokenClassificationPipeline):
     """transformers' token-classification grouping (`gather_pre_entities`, `aggregate`) for one head's tags: those
     methods read only the tokenizer and `model.config.id2label`, so no model or pipeline state is set up."""
 
-    def __init__(self, tokenizer: Any, id2label: dict[int, str]) -> None:  # noqa: D107 - no Pipeline.__init__
+    def __init__(self, tokenizer: Any, id2label: dict[int, str]) -> None:  # no Pipeline.__init__: nothing else is read
         self.tokenizer = tokenizer
         self.model = _Id2Label(id2label)
 
@@ -196,7 +205,10 @@ class _Id2Label:
 
 def register_pipeline() -> None:
     """Register `MultiTaskPipeline` as `pipeline("multi-task", ...)`, loading `MultiTaskModel` from a run folder or
-    Hub id (`hf_mtl/__init__.py` calls this when `transformers.pipelines` is imported)."""
+    Hub id; done when this module is imported (`hf_mtl/__init__.py` imports it once `transformers.pipelines` is)."""
     if PIPELINE_REGISTRY.supported_tasks.get(TASK_NAME, {}).get("impl") is MultiTaskPipeline:
         return
     PIPELINE_REGISTRY.register_pipeline(TASK_NAME, pipeline_class=MultiTaskPipeline, pt_model=MultiTaskModel)
+
+
+register_pipeline()

@@ -24,6 +24,8 @@ What it overrides, and why:
   next to each checkpoint as `weighting_state.json`, last, so its presence marks a complete
   checkpoint), and while it runs turns SIGTERM/SIGINT into "finish this step, save a checkpoint,
   stop" (`checkpoint_on_signal`).
+* `_save_checkpoint`: the Trainer's, with each task's best checkpoint (`hf_mtl.task_best.TaskBestCallback`, which
+  records every task's best evaluation) kept out of `save_total_limit`'s rotation.
 * `create_model_card`: the multi-task card of `hf_mtl.model_card` (tasks, weighting, per-task metrics, curves),
   which `push_to_hub` uploads with the model, tokenizer and config.
 """

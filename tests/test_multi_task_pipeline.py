@@ -53,8 +53,9 @@ def test_one_encoder_pass_gives_every_head_the_logits_of_its_own_forward(every_k
 
 
 def test_the_pipeline_loads_a_run_by_path_and_predicts_every_task(every_kind_run):
-    import hf_mtl  # noqa: F401 - registers the pipeline
     from transformers import pipeline
+
+    import hf_mtl  # noqa: F401 - registers the pipeline
 
     run, specs, _ = every_kind_run
     serve = pipeline("multi-task", model=str(run))
@@ -88,7 +89,7 @@ def test_the_pipeline_loads_a_run_by_path_and_predicts_every_task(every_kind_run
         assert pair["stsb"]["value"] == pytest.approx(model(**encoded, task="stsb").logits.item(), abs=1e-5)
     # Truncation as in the standard pipelines; every label with top_k=None.
     long = " ".join(["word"] * 600)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match="512"):  # 602 tokens run past the 512 position embeddings
         serve(long, tasks=["sst2"])
     assert serve(long, tasks=["sst2"], truncation=True)["sst2"]["label"] in sst2.label_names
     everything = serve("Fine.", tasks="sst2", top_k=None)["sst2"]
@@ -100,6 +101,7 @@ def test_bad_pipeline_inputs_are_refused(every_kind_run):
     from transformers import pipeline
 
     run, _, _ = every_kind_run
+    assert list(pipeline("multi-task", model=str(run), tasks=["stsb"])("x")) == ["stsb"]  # set when built
     serve = pipeline("multi-task", model=str(run))
     with pytest.raises(ValueError, match=r"tasks='cola' is not a task of this model; its tasks are \['sst2'"):
         serve("x", tasks=["cola"])
@@ -174,14 +176,13 @@ def test_export_best_uses_the_task_best_checkpoint(every_kind_run, tmp_path, cap
     from hf_mtl.model_card import write_run_model_card
 
     run_card = write_run_model_card(run).read_text()
-    assert "## Each task's best checkpoint" in run_card and f"| sst2 | score (higher is better)" in run_card
+    assert "## Each task's best checkpoint" in run_card and "| sst2 | score (higher is better)" in run_card
     assert main(["export", str(run), "--task", "nope", "--best", "--output", str(tmp_path / "x")]) == 2
     assert "--task 'nope' has no recorded best" in capsys.readouterr().err
 
 
 def test_evaluate_best_reports_each_task_at_its_best_step(every_kind_run, glue_dir, tmp_path, capsys):
     run, _, bests = every_kind_run
-    metrics = main_metrics = None
     from hf_mtl.cli import evaluate
 
     main_metrics = evaluate([str(run), "--best", "--tasks", "sst2,stsb", "--glue_dir", str(glue_dir),
@@ -210,3 +211,27 @@ def test_best_on_a_run_without_evaluation_during_training_is_refused(tmp_path, g
                     ["evaluate", str(run), "--best", "--glue_dir", str(glue_dir)]):
         assert main(command) == 2
         assert "recorded no per-task best: it did not evaluate during training" in capsys.readouterr().err
+
+
+def test_bench_serve_times_one_pass_against_the_exported_models(every_kind_run, glue_dir, tmp_path, capsys):
+    from hf_mtl.bench import bench
+
+    run, _, _ = every_kind_run
+    report = tmp_path / "serve.json"
+    assert bench(["serve", str(run), "--glue_dir", str(glue_dir), "--inputs", "8", "--batch_size", "4", "--repeats",
+                  "1", "--warmup", "0", "--output", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "K = 4 heads (sst2, stsb, ner, entity_types)" in out and "ratio (K single-task / one pass):" in out
+    numbers = json.loads(report.read_text())
+    assert numbers["ratio"] == pytest.approx(numbers["median_seconds"]["single_task"] / numbers["median_seconds"]["one_pass"])
+    # Both ways serve the same model: the same answers on every input.
+    assert numbers["same_labels"] == {"sst2": 1.0, "stsb": 1.0, "ner": 1.0, "entity_types": 1.0}
+
+
+@pytest.mark.parametrize("first", ["import hf_mtl.multi_task_pipeline", "import hf_mtl.inference",
+                                   "from transformers import pipeline; import hf_mtl"])
+def test_the_pipeline_is_registered_whatever_is_imported_first(first):
+    code = (f"{first}; from transformers.pipelines import PIPELINE_REGISTRY; "
+            "print(PIPELINE_REGISTRY.supported_tasks['multi-task']['impl'].__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "MultiTaskPipeline" and "could not be registered" not in out.stderr

@@ -6,7 +6,13 @@ import json
 import math
 
 import pytest
-from conftest import TASKS, glue_dir_or_skip, make_trainer, tokenized_glue, training_arguments
+from conftest import (
+    TASKS,
+    glue_dir_or_skip,
+    make_trainer,
+    tokenized_glue,
+    training_arguments,
+)
 
 from hf_mtl.task_best import (
     TaskBestCallback,
