@@ -193,6 +193,15 @@ def rotate_checkpoints_keeping(output_dir: str, save_total_limit: int | None, ke
             excess -= 1
 
 
+def delete_checkpoints_except(output_dir: str, keep: set[str]) -> None:
+    """Delete every `checkpoint-*` folder of `output_dir` whose name is not in `keep` (the end of a run with
+    `save_total_limit=1`, where the Trainer keeps only its own best checkpoint: the tasks' bests stay too)."""
+    for path in sort_checkpoints(output_dir):
+        if Path(path).name not in keep:
+            logger.info("Deleting checkpoint %s (save_total_limit=1 keeps the best checkpoints only)", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def read_task_bests(state_file: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The per-task best records of a `trainer_state.json` ({} when it has none)."""
     data = json.loads(Path(state_file).read_text(encoding="utf-8"))

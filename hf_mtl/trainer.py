@@ -24,8 +24,9 @@ What it overrides, and why:
   next to each checkpoint as `weighting_state.json`, last, so its presence marks a complete
   checkpoint), and while it runs turns SIGTERM/SIGINT into "finish this step, save a checkpoint,
   stop" (`checkpoint_on_signal`).
-* `_save_checkpoint`: the Trainer's, with each task's best checkpoint (`hf_mtl.task_best.TaskBestCallback`, which
-  records every task's best evaluation) kept out of `save_total_limit`'s rotation.
+* `_save_checkpoint`, `_finalize_training`: the Trainer's, with each task's best checkpoint
+  (`hf_mtl.task_best.TaskBestCallback`, which records every task's best evaluation) kept out of
+  `save_total_limit`'s rotation and its end-of-training clean-up.
 * `create_model_card`: the multi-task card of `hf_mtl.model_card` (tasks, weighting, per-task metrics, curves),
   which `push_to_hub` uploads with the model, tokenizer and config.
 """
@@ -67,7 +68,12 @@ from .sampling import (
     MultiTaskDataset,
     TaskCollator,
 )
-from .task_best import TaskBestCallback, parse_best_metrics, rotate_checkpoints_keeping
+from .task_best import (
+    TaskBestCallback,
+    delete_checkpoints_except,
+    parse_best_metrics,
+    rotate_checkpoints_keeping,
+)
 from .task_file import parse_task_list
 from .tasks import TaskSpec
 from .training_args import MultiTaskTrainingArguments
@@ -257,6 +263,22 @@ class MultiTaskTrainer(Trainer):
             self.args.save_total_limit = limit
         if self.args.should_save:
             rotate_checkpoints_keeping(self._get_output_dir(trial=trial), limit, keep, self.state.best_model_checkpoint)
+
+    def _finalize_training(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's end of training; with `save_total_limit=1` it deletes every checkpoint but its own best,
+        and each task's best checkpoint is kept too."""
+        keep = self.task_best.checkpoints()
+        best = self.state.best_model_checkpoint
+        if self.args.save_total_limit != 1 or not keep or best is None:
+            return super()._finalize_training(trial, *args, **kwargs)
+        self.args.save_total_limit = None
+        try:
+            output = super()._finalize_training(trial, *args, **kwargs)
+        finally:
+            self.args.save_total_limit = 1
+        if self.args.should_save:
+            delete_checkpoints_except(self._get_output_dir(trial=trial), keep | {os.path.basename(best)})
+        return output
 
     def _training_rows(self, step: int, micro_batch: int, task_index: int) -> list[int] | None:
         """The training-set rows of task `task_index` in this process's micro-batch `micro_batch` of optimizer

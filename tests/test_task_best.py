@@ -154,3 +154,15 @@ def test_best_on_a_run_without_evaluation_is_refused(tmp_path, glue_data, tokeni
         best_checkpoint(tmp_path / "run", "mrpc")
     state = json.loads((tmp_path / "run" / "trainer_state.json").read_text())
     assert not read_task_bests(tmp_path / "run" / "trainer_state.json") and "stateful_callbacks" in state
+
+
+def test_the_end_of_a_run_with_save_total_limit_1_keeps_the_task_bests(tmp_path, glue_data, tokenizer):
+    """With load_best_model_at_end and save_total_limit=1, the Trainer deletes every checkpoint but its own best
+    when training ends; the tasks' bests stay."""
+    trainer = _train(tmp_path, glue_data, tokenizer, save_total_limit=1, load_best_model_at_end=True,
+                     metric_for_best_model="eval_glue_score")
+    kept = {p.name for p in (tmp_path / "run").glob("checkpoint-*")}
+    wanted = {record["checkpoint"] for record in trainer.task_best.best.values()}
+    wanted.add(trainer.state.best_model_checkpoint.rsplit("/", 1)[-1])
+    assert kept == wanted
+    assert len(kept) > 1, "every best at one step: the clean-up was not exercised"
