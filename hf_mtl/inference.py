@@ -115,7 +115,7 @@ def _evaluate_best(run: str | os.PathLike[str], tasks: str | Sequence[str] | Non
     from .metrics import glue_score, score_name
     from .task_best import best_checkpoint
 
-    config = load_run_config(run)
+    config = _run_config(run)
     specs = select_tasks(config, tasks)
     by_checkpoint: dict[Path, list[tuple[TaskSpec, dict[str, Any]]]] = {}
     for spec in specs:  # every task's checkpoint is checked before any is evaluated
@@ -137,7 +137,7 @@ def _evaluate_best(run: str | os.PathLike[str], tasks: str | Sequence[str] | Non
     return metrics, trainer
 
 
-def load_run_config(run: str | os.PathLike[str]) -> Any:
+def _run_config(run: str | os.PathLike[str]) -> Any:
     """The `MultiTaskConfig` of a run folder (without loading its weights)."""
     from transformers import AutoConfig
 
