@@ -87,13 +87,17 @@ def export(argv: Sequence[str]) -> None:
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --output folder: its files of "
                         "the same names (config.json, model.safetensors, tokenizer files, README.md) are replaced, "
                         "others are kept (and uploaded too with --push_to_hub)")
+    parser.add_argument("--best", action="store_true", help="export the task from the checkpoint of its best "
+                        "evaluation during training (recorded in RUN_DIR/trainer_state.json; the run must have "
+                        "evaluated and saved at the same steps) instead of the final model; the card names the step")
     parser.add_argument("--push_to_hub", action="store_true", help="also upload the folder to the Hub")
     _add_hub_flags(parser)
     args = parser.parse_args(argv)
     output = save_task_model(args.run, args.task, args.output, push_to_hub=args.push_to_hub,
                              hub_model_id=args.hub_model_id, hub_token=args.hub_token,
-                             private=args.hub_private_repo or None, overwrite=args.overwrite)
-    print(f"Exported task {args.task} to {output}" + (" and pushed it to the Hub" if args.push_to_hub else ""))
+                             private=args.hub_private_repo or None, overwrite=args.overwrite, best=args.best)
+    print(f"Exported task {args.task} to {output}" + (" from its best checkpoint" if args.best else "")
+          + (" and pushed it to the Hub" if args.push_to_hub else ""))
 
 
 def evaluate(argv: Sequence[str]) -> dict[str, float]:
@@ -111,19 +115,26 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--max_eval_samples", type=int, help="keep the first N rows of each evaluation split (a task's "
                         "own max_eval_samples from its task file wins)")
     _add_inference_flags(parser, "default 128; a task's own max_seq_length from its task file wins, as in training")
-    parser.add_argument("--output_dir", help="where eval_results.json goes (default: RUN_DIR/evaluate, or "
-                        "./evaluate-<name> for a Hub id)")
+    parser.add_argument("--output_dir", help="where eval_results.json goes (default: RUN_DIR/evaluate, with --best "
+                        "RUN_DIR/evaluate-best, or ./evaluate-<name> for a Hub id)")
+    parser.add_argument("--best", action="store_true", help="evaluate each task with the checkpoint of its own best "
+                        "evaluation during training (eval_<task>_best_step says which). Those steps were chosen on "
+                        "the same dev sets, so the numbers are optimistic, not an estimate for new data")
     args = parser.parse_args(argv)
     from .arguments import DataArguments
 
     data_args = DataArguments(glue_dir=args.glue_dir, max_seq_length=args.max_seq_length or 128,
                               max_eval_samples=args.max_eval_samples)
-    return evaluate_run(args.run, args.tasks, data_args, args.output_dir, args.per_device_eval_batch_size)
+    metrics = evaluate_run(args.run, args.tasks, data_args, args.output_dir, args.per_device_eval_batch_size,
+                           best=args.best)
+    if args.best:
+        print("Note: each task is reported at its own best step, chosen on this dev set: these numbers are optimistic.")
+    return metrics
 
 
 def predict(argv: Sequence[str]) -> None:
     """Predict one task for every row of a file; writes each row's index and prediction (TSV or JSON Lines)."""
-    from .inference import predict_file
+    from .inference import ALL_TASKS, predict_all, predict_file
 
     parser = _run_parser(
         "predict", "Predict one task for every row of an input file: a TSV with a header naming the task's text "
@@ -133,13 +144,20 @@ def predict(argv: Sequence[str]) -> None:
         "number (or vector) of a regression, the label set of a multi-label task, one tag per input word, the chosen "
         "answer. An --output ending in .jsonl gets one JSON object per row; any other a TSV (lists joined with "
         "spaces for tags, commas otherwise).", run_help=_RUN_OR_HUB_ID)
-    parser.add_argument("--task", required=True, help="the task to predict, e.g. sst2 or ner")
+    parser.add_argument("--task", required=True, help="the task to predict, e.g. sst2 or ner; `all`: every task from "
+                        "one encoder pass per row (pipeline(\"multi-task\")), reading a `text` column and an optional "
+                        "`text_pair` column; a .jsonl output gets each task's prediction with its scores (a token "
+                        "task's tag groups), a TSV one column per task")
     parser.add_argument("--input", required=True, help="file to read: .tsv (or any other extension: read as TSV), "
                         ".jsonl, .json, .csv or .parquet")
     parser.add_argument("--output", required=True, help="file to write: .jsonl for JSON Lines, else TSV (missing "
                         "folders are created; not a folder, not the --input file)")
     _add_inference_flags(parser, "default: the task's own max_seq_length from its task file, else 128")
     args = parser.parse_args(argv)
+    if args.task == ALL_TASKS:
+        output = predict_all(args.run, args.input, args.output, args.max_seq_length, args.per_device_eval_batch_size)
+        print(f"Wrote every task's predictions to {output}")
+        return
     output = predict_file(args.run, args.task, args.input, args.output, args.max_seq_length,
                           args.per_device_eval_batch_size)
     print(f"Wrote predictions for task {args.task} to {output}")
@@ -211,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(hf-mtl train --help lists every flag)",
     )
     commands.add_parser("weightings", help="list the loss-weighting strategies")
-    commands.add_parser("bench", add_help=False, help="benchmarks: hf-mtl bench speed|torchjd|quality [flags] (speed: step time and memory of "
-                        "every weighting vs equal; quality: dev metrics of a strategies x seeds grid)")
+    commands.add_parser("bench", add_help=False, help="benchmarks: hf-mtl bench speed|torchjd|quality|serve [flags] (speed: "
+                        "step time and memory of every weighting vs equal; quality: dev metrics of a strategies x seeds "
+                        "grid; serve: one multi-task pipeline pass vs K exported single-task models)")
     for name, (_, help_text) in RUN_COMMANDS.items():
         commands.add_parser(name, add_help=False, help=help_text)
     args, rest = parser.parse_known_args(argv[:1])

@@ -53,8 +53,15 @@ from transformers import PreTrainedModel
 
 from .hub import holds_multitask_model, load_run, task_spec, upload_folder
 from .kinds import get_kind
-from .model_card import MODEL_CARD, render_task_card, run_eval_metrics
+from .model_card import (
+    MODEL_CARD,
+    best_checkpoint_note,
+    eval_metrics_at,
+    render_task_card,
+    run_eval_metrics,
+)
 from .modeling import MultiTaskModel
+from .task_best import best_checkpoint
 
 _EXPORTABLE = ("Exportable families: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), ALBERT, ERNIE, FNet, "
                "LayoutLM, MegatronBERT, MobileBERT, RoCBert.")
@@ -198,6 +205,7 @@ def save_task_model(
     hub_token: str | None = None,
     private: bool | None = None,
     overwrite: bool = False,
+    best: bool = False,
 ) -> Path:
     """Write task `task` of a run (a run folder, a Hub id or a `MultiTaskModel`) as a standard transformers model
     folder of the task kind's class (see `export_task`): weights, config, tokenizer and a model card.
@@ -207,11 +215,26 @@ def save_task_model(
     (the run being exported, one of its `checkpoint-*` folders, another run) is refused even then: the
     export would replace that model. With `push_to_hub`, the folder is uploaded to `hub_model_id`
     (default: the folder's name under your namespace) in one commit.
+
+    With `best=True` (`--best`) the task is exported from the checkpoint of its best evaluation during training
+    (`hf_mtl.task_best`; `run` must be a local run folder that evaluated and saved during training), and the card
+    says which step and that choosing it on the dev set makes its dev metrics optimistic.
     """
     source = output_dir if isinstance(run, MultiTaskModel) else run
     check_export_folder(output_dir, overwrite, suggestion=f"{str(source).rstrip('/')}-{task}")  # before loading anything
     eval_metrics: dict[str, float] = {}
-    if isinstance(run, MultiTaskModel):
+    note = None
+    if best:
+        if isinstance(run, MultiTaskModel):
+            raise ValueError("save_task_model: best=True needs the run folder (its checkpoints), not a loaded model.")
+        folder, record = best_checkpoint(run, task)
+        model, loaded_tokenizer = load_run(folder)
+        tokenizer = tokenizer or loaded_tokenizer
+        from .plotting import load_log_history
+
+        eval_metrics = eval_metrics_at(load_log_history(Path(run)), record["step"])
+        note = best_checkpoint_note(task, record)
+    elif isinstance(run, MultiTaskModel):
         model = run
         if tokenizer is None:
             raise ValueError("save_task_model: pass the tokenizer along with a MultiTaskModel (it is saved in the export).")
@@ -226,7 +249,7 @@ def save_task_model(
     tokenizer.save_pretrained(output)
     spec = task_spec(model.config, task)
     model_id = hub_model_id or (output.resolve().name if push_to_hub else str(output))
-    card = render_task_card(spec, exported.config, model.config, eval_metrics, model_id)
+    card = render_task_card(spec, exported.config, model.config, eval_metrics, model_id, note=note)
     (output / MODEL_CARD).write_text(card, encoding="utf-8")
     if push_to_hub:
         upload_folder(output, model_id, token=hub_token, private=private, commit_message=f"Export task {task} from hf_mtl")

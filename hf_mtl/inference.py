@@ -74,6 +74,7 @@ def evaluate_run(
     data_args: Any = None,
     output_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 64,
+    best: bool = False,
 ) -> dict[str, float]:
     """Evaluate a saved multi-task model (run folder or Hub id) on its tasks' evaluation splits.
 
@@ -83,18 +84,74 @@ def evaluate_run(
     `hf_mtl.arguments.DataArguments` (glue_dir, max_seq_length, max_eval_samples; a task's own values from its
     task file win, as in training). A task from a task file reads its evaluation split from the source saved
     with the model (only that split's file, for a files source), relative paths from the current directory.
-    """
-    from .arguments import DataArguments
-    from .pipeline import load_tasks, tokenize_tasks
 
+    With `best=True` (`--best`; default output `RUN/evaluate-best`) each task is evaluated with the checkpoint
+    of its own best evaluation during training (`hf_mtl.task_best`), and `eval_<task>_best_step` says which
+    step; the macro score averages those. The steps were chosen on these same dev sets, so the numbers are
+    optimistic (a selection on the test data, in effect), not an estimate for new data.
+    """
     if output_dir is None:
-        output_dir = Path(run) / "evaluate" if Path(run).is_dir() else Path(f"evaluate-{str(run).rstrip('/').split('/')[-1]}")
+        name = "evaluate-best" if best else "evaluate"
+        output_dir = Path(run) / name if Path(run).is_dir() else Path(f"{name}-{str(run).rstrip('/').split('/')[-1]}")
     for folder in (Path(output_dir), *Path(output_dir).parents):
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"--output_dir {output_dir}: {folder} is a file, not a folder; eval_results.json goes into "
                              "a folder (missing folders are created). Pass another --output_dir.")
-    model, tokenizer = load_run(run)
-    specs = select_tasks(model.config, tasks)
+    if not best:
+        model, tokenizer = load_run(run)
+        metrics, trainer = _evaluate_model(model, tokenizer, select_tasks(model.config, tasks), data_args, output_dir,
+                                           batch_size)
+    else:
+        metrics, trainer = _evaluate_best(run, tasks, data_args, output_dir, batch_size)
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    return metrics
+
+
+def _evaluate_best(run: str | os.PathLike[str], tasks: str | Sequence[str] | None, data_args: Any,
+                   output_dir: str | os.PathLike[str], batch_size: int) -> tuple[dict[str, float], Any]:
+    """Each task evaluated with the checkpoint of its best evaluation during training (a checkpoint shared by
+    several tasks is loaded once); the macro score over those."""
+    from .metrics import glue_score, score_name
+    from .task_best import best_checkpoint
+
+    config = _run_config(run)
+    specs = select_tasks(config, tasks)
+    by_checkpoint: dict[Path, list[tuple[TaskSpec, dict[str, Any]]]] = {}
+    for spec in specs:  # every task's checkpoint is checked before any is evaluated
+        folder, record = best_checkpoint(run, spec.name)
+        by_checkpoint.setdefault(folder, []).append((spec, record))
+    logger.warning("evaluate --best: each task is evaluated at its own best step, chosen on this same dev set, so these "
+                   "numbers are optimistic; they are not an estimate of the model's quality on new data.")
+    metrics: dict[str, float] = {}
+    scores: dict[str, float] = {}
+    trainer = None
+    for folder, chosen in by_checkpoint.items():
+        model, tokenizer = load_run(folder)
+        for spec, record in chosen:  # one task at a time: its score is the macro score of a one-task evaluation
+            found, trainer = _evaluate_model(model, tokenizer, [spec], data_args, output_dir, batch_size)
+            scores[spec.name] = found.pop(f"eval_{score_name([spec])}")
+            metrics.update(found)
+            metrics[f"eval_{spec.name}_best_step"] = record["step"]
+    metrics[f"eval_{score_name(specs)}"] = glue_score(scores)
+    return metrics, trainer
+
+
+def _run_config(run: str | os.PathLike[str]) -> Any:
+    """The `MultiTaskConfig` of a run folder (without loading its weights)."""
+    from transformers import AutoConfig
+
+    from .hub import run_location
+
+    return AutoConfig.from_pretrained(run_location(run))
+
+
+def _evaluate_model(model: MultiTaskModel, tokenizer: Any, specs: Sequence[TaskSpec], data_args: Any,
+                    output_dir: str | os.PathLike[str], batch_size: int) -> tuple[dict[str, float], Any]:
+    """`MultiTaskTrainer.evaluate` of `model` on the evaluation splits of `specs`; the metrics and the trainer."""
+    from .arguments import DataArguments
+    from .pipeline import load_tasks, tokenize_tasks
+
     # Training sets are not used: one training row is enough (GLUE folders are read whole, then capped).
     data_args = dataclasses.replace(data_args or DataArguments(), max_train_samples=1)
     try:
@@ -115,9 +172,7 @@ def evaluate_run(
     trainer = _inference_trainer(model, tokenizer, specs, output_dir, batch_size, eval_sets)
     metrics = trainer.evaluate()
     metrics.pop("epoch", None)  # the Trainer's log adds its epoch counter (0: nothing was trained here)
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    return metrics
+    return metrics, trainer
 
 
 def _evaluation_source(spec: TaskSpec) -> TaskSpec:
@@ -335,6 +390,84 @@ def predict_file(
         predictions = kind.predictions(spec, logits)
     _write_predictions(output, index, predictions, tags=kind.level == "token")
     return output
+
+
+#: `--task all`: every task's prediction from one encoder pass per row (`hf_mtl.multi_task_pipeline`).
+ALL_TASKS = "all"
+
+
+def predict_all(
+    run: str | os.PathLike[str],
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    max_seq_length: int | None = None,
+    batch_size: int = 64,
+) -> Path:
+    """Every task's prediction for every row of an input file, one encoder pass per row (`hf-mtl predict RUN --task
+    all`), through `MultiTaskPipeline`.
+
+    The input has a `text` column and optionally a `text_pair` column (the two texts of a pair, as the pipeline
+    takes them), in any format `predict_file` reads; every task reads the same encoding of the row. Writes, per row,
+    `{"index": ..., "<task>": <the pipeline's prediction>, ...}` (`.jsonl` output: labels with scores, values, a
+    token task's tag groups with their spans), or a TSV with one column per task (the label; the value; the labels
+    that apply, joined with commas; a token task's groups as `word/TAG`, joined with spaces). Inputs longer than
+    `max_seq_length` tokens (default 128) are truncated. Multiple-choice tasks are left out (they score (context,
+    choice) pairs, not one input).
+    """
+    from .multi_task_pipeline import MultiTaskPipeline
+
+    output = check_prediction_paths(input_path, output_path, ALL_TASKS)
+    model, tokenizer = load_run(run)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared, index = _read_text_rows(input_path, scratch)
+    pair = "text_pair" in prepared.column_names
+    rows = [{"text": t, "text_pair": p} for t, p in zip(prepared["text"], prepared["text_pair"])] if pair else list(
+        prepared["text"])
+    serve = MultiTaskPipeline(model=model, tokenizer=tokenizer, device=model.device)
+    predictions = serve(rows, batch_size=batch_size, truncation=True,
+                        max_length=max_seq_length or DEFAULT_MAX_SEQ_LENGTH)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tasks = model.serving_tasks()
+    with output.open("w", encoding="utf-8") as handle:
+        if output.suffix.lower() == JSONL_OUTPUT:
+            handle.writelines(json.dumps({"index": _json_value(i), **p}, ensure_ascii=False) + "\n"
+                              for i, p in zip(index, predictions))
+        else:
+            handle.write("\t".join(["index", *tasks]) + "\n")
+            handle.writelines("\t".join([str(_json_value(i)), *(_tsv_cell(p[t]) for t in tasks)]) + "\n"
+                              for i, p in zip(index, predictions))
+    return output
+
+
+def _read_text_rows(path: str | os.PathLike[str], cache_dir: str) -> tuple[Any, list[Any]]:
+    """The `text` (and, when present, `text_pair`) column of an input file, validated as `predict_file` does."""
+    from .tasks import TaskSpec
+
+    def spec(columns: tuple[str, ...]) -> TaskSpec:
+        return TaskSpec(name=ALL_TASKS, kind="classification", num_labels=2, text_columns=columns)
+
+    try:
+        return read_task_inputs(spec(("text", "text_pair")), path, cache_dir=cache_dir)
+    except ValueError as error:
+        if "no column 'text_pair'" not in str(error):  # text_pair is optional; anything else is an error
+            raise
+    try:
+        return read_task_inputs(spec(("text",)), path, cache_dir=cache_dir)
+    except ValueError as error:
+        raise ValueError(f"{error} (--task all reads a `text` column, and a `text_pair` column for pairs: every "
+                         "task reads the same input.)") from None
+
+
+def _tsv_cell(prediction: Any) -> str:
+    """One task's pipeline prediction as a TSV field."""
+    if isinstance(prediction, dict):
+        value = prediction.get("label", prediction.get("value"))
+        return _tsv_field(_json_value(value), tags=False)
+    if prediction and "entity_group" in prediction[0]:
+        return " ".join(f"{group['word']}/{group['entity_group']}" for group in prediction)
+    if prediction and "entity" in prediction[0]:
+        return " ".join(f"{entity['word']}/{entity['entity']}" for entity in prediction)
+    return ",".join(entry["label"] for entry in prediction)
 
 
 def _one_tag_per_word(predictions: list[list[Any]], words: list[int], max_seq_length: int) -> list[list[Any]]:

@@ -30,6 +30,7 @@ from .modeling import (
     MultiTaskConfig,
     resolve_model_path,
 )
+from .task_best import TRAINER_STATE, read_task_bests
 from .tasks import GLUE_TASKS, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def latest_eval_metrics(log_history: Iterable[Mapping[str, Any]]) -> dict[str, f
     for entry in log_history:
         metrics.update({k: float(v) for k, v in entry.items() if k.startswith("eval_") and isinstance(v, (int, float))})
     return metrics
+
+
+def eval_metrics_at(log_history: Iterable[Mapping[str, Any]], step: int) -> dict[str, float]:
+    """Every `eval_*` value logged at training step `step` (one evaluation during training)."""
+    return latest_eval_metrics(entry for entry in log_history if entry.get("step") == step)
 
 
 def training_hyperparameters(args: Any, global_step: int | None = None) -> dict[str, Any]:
@@ -114,8 +120,10 @@ def write_model_card(
     language: str | list[str] | None = None,
     license: str | None = None,
     tags: str | list[str] | None = None,
+    task_bests: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write `README.md` (and the training-curve PNGs, when matplotlib is installed) to `output_dir`."""
+    """Write `README.md` (and the training-curve PNGs, when matplotlib is installed) to `output_dir`; `task_bests`:
+    each task's best evaluation during training (`hf_mtl.task_best`), listed with its checkpoint."""
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     image = None
@@ -132,6 +140,7 @@ def write_model_card(
     card = render_model_card(
         config,
         eval_metrics=latest_eval_metrics(log_history),
+        task_bests=task_bests,
         hyperparameters=hyperparameters or {},
         model_id=model_id or str(output),
         base_model=base_model or base_model_id(config.encoder),
@@ -166,7 +175,8 @@ def write_run_model_card(run_dir: str | os.PathLike[str], model_id: str | None =
         args = SimpleNamespace(**json.loads((run / TRAINING_ARGS_FILE).read_text()))
         steps = max((int(h["step"]) for h in history if "step" in h), default=None)
         hyperparameters = training_hyperparameters(args, steps)
-    return write_model_card(run, config, history, hyperparameters, model_id=model_id, **kwargs)
+    bests = read_task_bests(run / TRAINER_STATE) if (run / TRAINER_STATE).is_file() else {}
+    return write_model_card(run, config, history, hyperparameters, model_id=model_id, task_bests=bests, **kwargs)
 
 
 def run_eval_metrics(run_dir: str | os.PathLike[str]) -> dict[str, float]:
@@ -290,6 +300,32 @@ def _metrics_table(specs: Sequence[TaskSpec], eval_metrics: Mapping[str, float])
         lines += ["", (f"**Score** (macro average over tasks of each task's mean metric): "
                        f"**{_fmt(eval_metrics['eval_score'])}**")]
     return lines
+
+
+def _task_best_lines(specs: Sequence[TaskSpec], task_bests: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """The card's table of each task's best evaluation during training and the checkpoint that holds it."""
+    if not task_bests:
+        return []
+    lines = ["## Each task's best checkpoint", "",
+             ("Each task's best evaluation during training and the checkpoint saved at that step (kept out of "
+              "`save_total_limit`'s rotation). Chosen on the dev sets, so these values are optimistic estimates. "
+              "`hf-mtl export RUN_DIR --task NAME --best` exports a task from its own best checkpoint."), "",
+             "| task | ranked by | best value | step | checkpoint |", "|---|---|---:|---:|---|"]
+    for spec in specs:
+        record = task_bests.get(spec.name)
+        if record:
+            order = "higher is better" if record.get("greater_is_better", True) else "lower is better"
+            lines.append(f"| {spec.name} | {record['metric']} ({order}) | {_fmt(record['value'])} | {record['step']} "
+                         f"| {record['checkpoint']} |")
+    return [*lines, ""]
+
+
+def best_checkpoint_note(task: str, record: Mapping[str, Any]) -> str:
+    """What an export from a task's best checkpoint says about where it comes from."""
+    return (f"Exported from `{record['checkpoint']}`, the step at which task `{task}` was best during training "
+            f"(step {record['step']}: {record['metric']} = {_fmt(record['value'])}, "
+            f"{'higher' if record.get('greater_is_better', True) else 'lower'} is better), not from the final model. "
+            "That step was chosen on the dev set, so the dev metrics below are optimistic.")
 
 
 def _weighting_lines(weighting: Mapping[str, Any] | None) -> list[str]:
@@ -418,6 +454,7 @@ def render_model_card(
     language: str | list[str] | None = None,
     license: str | None = None,
     tags: str | list[str] | None = None,
+    task_bests: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> str:
     """The model card (README.md text, YAML metadata first) of a multi-task model."""
     from huggingface_hub import ModelCardData
@@ -453,6 +490,7 @@ def render_model_card(
          "output), `cls` (the first token) or `mean` (the mean over tokens)."), "",
         "## Loss weighting", "", *_weighting_lines(config.weighting), "",
         "## Evaluation (dev sets)", "", *_metrics_table(specs, eval_metrics), "",
+        *_task_best_lines(specs, task_bests),
         "## Training hyperparameters", "",
     ]
     if hyperparameters:
@@ -542,8 +580,8 @@ def _task_usage(spec: TaskSpec, model_id: str) -> list[str]:
 
 
 def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_metrics: Mapping[str, float],
-                     model_id: str) -> str:
-    """The model card of a single-task export."""
+                     model_id: str, note: str | None = None) -> str:
+    """The model card of a single-task export; `note`: where it was exported from, when not the final model."""
     from huggingface_hub import ModelCardData
 
     base_model = base_model_id(source.encoder)
@@ -563,6 +601,7 @@ def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_
         (f"Task `{spec.name}` ({spec.kind}{pooling}; data: {_source_cell(spec)}) exported from an hf_mtl multi-task "
          f"model as a standard `{config.architectures[0]}`: the shared encoder plus this task's head, with the same "
          f"logits. {_export_description(spec, config)}"), "",
+        *([note, ""] if note else []),
         "Weighting used in multi-task training: " + _weighting_lines(source.weighting)[0], "",
         "## Evaluation (dev set, measured on the multi-task model)", "",
         *_metrics_table([spec], task_metrics), "",

@@ -261,15 +261,50 @@ class MultiTaskModel(PreTrainedModel):
         if inputs["token_type_ids"] is None:
             del inputs["token_type_ids"]
         outputs = self.encoder(**inputs, return_dict=True)
-        if kind.level == "token":
-            features = outputs.last_hidden_state
-        else:
-            features = pool(outputs, inputs["attention_mask"], self._pooling[task])
-        logits = self.heads[task](features)
+        logits = self._head(task, outputs, inputs["attention_mask"])
         if choices is not None:
             logits = logits.reshape(-1, choices)
         loss = kind.loss(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def forward_heads(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        tasks: Sequence[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One encoder pass over a batch of (batch, tokens) inputs and the heads of `tasks` on it: {task: logits}.
+
+        Default: every task whose head reads one input (sentence-level and token kinds); multiple-choice heads
+        take (batch, choices, tokens) inputs, so naming one is refused. The logits equal `forward(task=...)`'s."""
+        names = self.serving_tasks() if tasks is None else list(tasks)
+        for task in names:
+            if task not in self.heads:
+                raise ValueError(f"MultiTaskModel.forward_heads: task={task!r} is not one of this model's tasks "
+                                 f"{self.task_names}.")
+            if self._kinds[task].level == "choice":
+                raise ValueError(f"MultiTaskModel.forward_heads: task {task!r} is multiple choice: its head scores "
+                                 "(context, choice) pairs, which one encoder pass over one input cannot give; run it "
+                                 f"with forward(task={task!r}) on (batch, choices, tokens) inputs.")
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        outputs = self.encoder(**inputs, return_dict=True)
+        return {task: self._head(task, outputs, attention_mask) for task in names}
+
+    def serving_tasks(self) -> list[str]:
+        """The tasks one encoder pass over one input serves: all but multiple choice."""
+        return [name for name in self.heads if self._kinds[name].level != "choice"]
+
+    def _head(self, task: str, outputs: Any, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """The logits of `task`'s head on the encoder's outputs (every token for a token kind, else pooled)."""
+        if self._kinds[task].level == "token":
+            features = outputs.last_hidden_state
+        else:
+            features = pool(outputs, attention_mask, self._pooling[task])
+        return self.heads[task](features)
 
     def estimate_tokens(self, input_dict: dict[str, Any]) -> int:
         """Token count for the Trainer's FLOP estimate; a training batch maps each task to its own batch."""

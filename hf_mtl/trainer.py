@@ -27,6 +27,9 @@ What it overrides, and why:
   next to each checkpoint as `weighting_state.json`, last, so its presence marks a complete
   checkpoint), and while it runs turns SIGTERM/SIGINT into "finish this step, save a checkpoint,
   stop" (`checkpoint_on_signal`).
+* `_save_checkpoint`, `_finalize_training`: the Trainer's, with each task's best checkpoint
+  (`hf_mtl.task_best.TaskBestCallback`, which records every task's best evaluation) kept out of
+  `save_total_limit`'s rotation and its end-of-training clean-up.
 * `create_model_card`: the multi-task card of `hf_mtl.model_card` (tasks, weighting, per-task metrics, curves),
   which `push_to_hub` uploads with the model, tokenizer and config.
 """
@@ -66,6 +69,12 @@ from .sampling import (
     MultiTaskCollator,
     MultiTaskDataset,
     TaskCollator,
+)
+from .task_best import (
+    TaskBestCallback,
+    delete_checkpoints_except,
+    parse_best_metrics,
+    rotate_checkpoints_keeping,
 )
 from .task_file import parse_task_list
 from .tasks import TaskSpec
@@ -150,6 +159,8 @@ class MultiTaskTrainer(Trainer):
         self.step_engine = TaskByTaskStep(weighting, names, self.accelerator, nan_policy=args.nan_policy,
                                           locate_rows=self._training_rows, compute_loss=self.compute_loss)
         self.add_callback(WeightingStateCallback(weighting, self.step_engine))
+        self.add_callback(TaskBestCallback({t.name: list(t.eval_keys().values()) for t in self.tasks},
+                                           parse_best_metrics(getattr(args, "best_metric_for_task", None), self.tasks)))
         #: The signal (e.g. `signal.SIGTERM`) that stopped the last `train()` early, None if it ran to the end.
         self.interrupted_by: int | None = None
         self._train_batch_sampler: MultiTaskBatchSampler | None = None
@@ -245,9 +256,44 @@ class MultiTaskTrainer(Trainer):
             engine_state = load_engine_state(checkpoint, self.step_engine.state_dict())  # checked before either loads
             load_weighting_state(self.weighting, checkpoint)
             self.step_engine.load_state_dict(engine_state)
+            self.task_best.restore(checkpoint)
         self.interrupted_by = None
         with signals_to_checkpoint(self):
             return super().train(checkpoint, *args, **kwargs)
+
+    @property
+    def task_best(self) -> TaskBestCallback:
+        """The callback recording each task's best evaluation (`hf_mtl.task_best`)."""
+        return next(cb for cb in self.callback_handler.callbacks if isinstance(cb, TaskBestCallback))
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        """The Trainer's checkpoint, with each task's best checkpoint kept out of `save_total_limit`'s rotation."""
+        limit, keep = self.args.save_total_limit, self.task_best.checkpoints()
+        if not limit or not keep:
+            return super()._save_checkpoint(model, trial)
+        self.args.save_total_limit = None  # the rotation below replaces the Trainer's
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.args.should_save:
+            rotate_checkpoints_keeping(self._get_output_dir(trial=trial), limit, keep, self.state.best_model_checkpoint)
+
+    def _finalize_training(self, trial: Any, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's end of training; with `save_total_limit=1` it deletes every checkpoint but its own best,
+        and each task's best checkpoint is kept too."""
+        keep = self.task_best.checkpoints()
+        best = self.state.best_model_checkpoint
+        if self.args.save_total_limit != 1 or not keep or best is None:
+            return super()._finalize_training(trial, *args, **kwargs)
+        self.args.save_total_limit = None
+        try:
+            output = super()._finalize_training(trial, *args, **kwargs)
+        finally:
+            self.args.save_total_limit = 1
+        if self.args.should_save:
+            delete_checkpoints_except(self._get_output_dir(trial=trial), keep | {os.path.basename(best)})
+        return output
 
     def _training_rows(self, step: int, micro_batch: int, task_index: int) -> list[int] | None:
         """The training-set rows of task `task_index` in this process's micro-batch `micro_batch` of optimizer
@@ -465,6 +511,7 @@ class MultiTaskTrainer(Trainer):
             language=language,
             license=license,
             tags=tags,
+            task_bests=self.task_best.best,
         )
 
 

@@ -109,6 +109,15 @@ class MultiTaskTrainingArguments(WeightingHyperparameters, _TasksAndWeighting, T
             "(weighting state included) and stop; rerun to resume. A second signal stops at once."
         },
     )
+    best_metric_for_task: str | None = field(
+        default=None,
+        metadata={
+            "help": "With evaluation during training, each task's best evaluation (value, step, checkpoint) is recorded "
+            "in trainer_state.json and its checkpoint is kept out of --save_total_limit's rotation (up to one more "
+            "checkpoint per task on disk). What ranks a task: its score (the mean of its metrics) unless named here, "
+            "e.g. mrpc=f1,stsb=spearmanr (loss: lower is better; other metrics: higher is better)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, list | tuple):  # tasks=["sst2", "mrpc"] is tasks="sst2,mrpc"

@@ -24,9 +24,9 @@ LAYERS: dict[str, int] = {
     # Data sources, task files, data, model and the step engine.
     "sources": 1, "task_file": 1, "data": 1, "sampling": 1, "modeling": 1, "engine": 1,
     # The trainer with its arguments, checkpoint state and callbacks; the model card it writes.
-    "training_args": 2, "checkpoint": 2, "callbacks": 2, "trainer": 2, "model_card": 2,
+    "training_args": 2, "checkpoint": 2, "callbacks": 2, "task_best": 2, "trainer": 2, "model_card": 2,
     # Library entry points: a whole training run, the Hub, export and inference on a trained run.
-    "arguments": 3, "pipeline": 3, "hub": 3, "export": 3, "inference": 3,
+    "arguments": 3, "pipeline": 3, "hub": 3, "export": 3, "inference": 3, "multi_task_pipeline": 3,
     # Benchmarks drive the library like a user.
     "bench": 4,
     # The command line: nothing imports it.

@@ -4,6 +4,8 @@
   against `equal`, and one task against a plain Trainer step.
 * `torchjd` (`hf_mtl.bench.torchjd`): our gradient aggregators' step against torchjd's own path.
 * `quality` (`hf_mtl.bench.quality`): a grid of strategies × seeds trained and evaluated on your tasks.
+* `serve` (`hf_mtl.bench.serve`): one pass of `pipeline("multi-task")` for K heads against K exported
+  single-task pipelines on the same inputs.
 
 What the speed and torchjd suites share (setup, timing, memory subprocess, report) is in
 `hf_mtl.bench.common`. `python -m hf_mtl.bench SUITE [flags]` works as `hf-mtl bench SUITE [flags]`.
@@ -33,9 +35,16 @@ def _quality(argv: Sequence[str]) -> int:
     return main(argv)
 
 
+def _serve(argv: Sequence[str]) -> int:
+    from .serve import main
+
+    return main(argv)
+
+
 #: `hf-mtl bench SUITE`: each suite's entry point takes the flags after the suite's name (modules
 #: imported lazily, so one suite's optional dependencies never load for another).
-SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd, "quality": _quality}
+SUITES: dict[str, Callable[[Sequence[str]], int]] = {"speed": _speed, "torchjd": _torchjd, "quality": _quality,
+                                                     "serve": _serve}
 
 
 def bench(argv: Sequence[str]) -> int:
