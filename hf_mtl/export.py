@@ -53,6 +53,7 @@ from transformers import PreTrainedModel
 
 from .hub import holds_multitask_model, load_run, task_spec, upload_folder
 from .kinds import get_kind
+from .lora import merged_encoder
 from .model_card import MODEL_CARD, render_task_card, run_eval_metrics
 from .modeling import MultiTaskModel
 
@@ -93,7 +94,7 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
 
     spec = task_spec(model.config, task)
     kind = get_kind(spec.kind)
-    encoder = model.encoder
+    encoder = merged_encoder(model.encoder)  # a LoRA adapter merged into the weights: a plain encoder
     family = encoder.config.model_type
     level = kind.level
     exportable = _EXPORTABLE_BY_LEVEL.get(level, _EXPORTABLE)
