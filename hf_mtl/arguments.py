@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config_file import ConfigFile, read_config
-from .lora import DEFAULT_ALPHA, DEFAULT_DROPOUT, DEFAULT_R, DEFAULT_TARGET_MODULES, PEFT_METHODS, check_peft_installed, lora_settings
+from .lora import (
+    DEFAULT_ALPHA,
+    DEFAULT_DROPOUT,
+    DEFAULT_R,
+    DEFAULT_TARGET_MODULES,
+    PEFT_METHODS,
+    check_peft_installed,
+    lora_settings,
+)
 from .modeling import DEFAULT_MODEL, DEFAULT_POOLING
 from .tasks import POOLINGS
 from .training_args import MultiTaskTrainingArguments

@@ -29,7 +29,14 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .kinds import get_kind
-from .lora import ADAPTER_FOLDER, apply_lora, check_peft_entry, is_lora, lora_settings, mark_trainable
+from .lora import (
+    ADAPTER_FOLDER,
+    apply_lora,
+    check_peft_entry,
+    is_lora,
+    lora_settings,
+    mark_trainable,
+)
 from .pooling import pool
 from .tasks import POOLINGS, TaskSpec
 

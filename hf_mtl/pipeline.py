@@ -22,8 +22,8 @@ from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
 from .data import cap_rows, load_task, tokenize_splits
 from .distributed import end_process_group
-from .metrics import check_metric_names, score_name
 from .lora import is_lora, trainable_counts
+from .metrics import check_metric_names, score_name
 from .model_card import TRAINING_ARGS_FILE, base_model_id
 from .modeling import MultiTaskModel, resolve_model_path
 from .task_file import parse_task_list, read_task_file

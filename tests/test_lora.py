@@ -12,9 +12,16 @@ import sys
 
 import pytest
 import torch
+from conftest import TASKS, tiny_model, training_arguments
+from resume_worker import (
+    assert_states_close,
+    make_datasets,
+    one_thread,
+    parameters,
+    strategy_args,
+)
 from safetensors.torch import load_file
 
-from conftest import TASKS, tiny_model, training_arguments
 from hf_mtl.arguments import parse_train_args
 from hf_mtl.cli import main
 from hf_mtl.engine.state import StepParameters
@@ -22,7 +29,6 @@ from hf_mtl.hub import load_run
 from hf_mtl.lora import ADAPTER_FOLDER, DEFAULT_TARGET_MODULES, is_lora, lora_settings
 from hf_mtl.trainer import MultiTaskTrainer
 from hf_mtl.weighting import WEIGHTINGS
-from resume_worker import assert_states_close, make_datasets, one_thread, parameters, strategy_args
 
 _one_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
@@ -113,8 +119,9 @@ def test_only_the_adapter_the_pooler_and_the_heads_are_trainable_and_the_engine_
 
 
 def test_mean_pooling_leaves_the_pooler_frozen():
-    from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
     from conftest import tiny_encoder_config
+
+    from hf_mtl.modeling import MultiTaskConfig, MultiTaskModel
 
     config = MultiTaskConfig(encoder=tiny_encoder_config().to_dict(), tasks=[t.to_dict() for t in TASKS], pooling="mean")
     model = MultiTaskModel(config).add_lora()
@@ -143,8 +150,8 @@ def test_every_strategy_trains_the_adapter_and_heads_and_never_the_frozen_encode
 
 @pytest.mark.parametrize("name", ["grad_normalize", "upgrad"])
 def test_a_resumed_lora_run_matches_the_uninterrupted_run(name, tmp_path, train_data, tokenizer):
-    settings = dict(optim="adamw_torch", learning_rate=2e-3, max_steps=6, save_strategy="steps", save_steps=3,
-                    per_device_train_batch_size=8)
+    settings = {"optim": "adamw_torch", "learning_rate": 2e-3, "max_steps": 6, "save_strategy": "steps",
+                "save_steps": 3, "per_device_train_batch_size": 8}
     full = lora_trainer(tmp_path / "full", train_data, tokenizer, name, **settings)
     full.train()
     checkpoint = tmp_path / "full" / "checkpoint-3"
