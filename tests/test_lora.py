@@ -187,6 +187,28 @@ def test_cli_trains_reloads_and_exports_a_lora_run_that_loads_without_peft(tmp_p
     assert config["peft_type"] == "LORA" and config["r"] == 4 and sorted(config["target_modules"]) == ["query", "value"]
     lora_b = next(k for k in adapter if "lora_B" in k)  # the adapter learned something: B starts at zero
     assert adapter[lora_b].abs().max() > 0
+    # peft's own format: the adapter on the base encoder it was trained from is the run's encoder
+    from peft import PeftModel
+    from transformers import BertModel
+
+    ids = torch.arange(1, 19).reshape(2, 9) * 37
+    on_base = PeftModel.from_pretrained(BertModel.from_pretrained(tiny_checkpoint), str(run / ADAPTER_FOLDER)).eval()
+    with torch.no_grad():
+        assert torch.allclose(on_base(input_ids=ids).pooler_output, model.eval().encoder(input_ids=ids).pooler_output,
+                              atol=1e-6)
+
+    # a saved LoRA run continues with its own adapter; its frozen weights stay as they were
+    again = tmp_path / "again"
+    assert main(["train", "--model_name_or_path", str(run), "--tasks", "sst2,mrpc,stsb", "--glue_dir", str(glue_dir),
+                 "--max_train_samples", "16", "--max_steps", "1", "--per_device_train_batch_size", "4",
+                 "--learning_rate", "0.01", "--peft", "lora", "--do_train", "--output_dir", str(again),
+                 "--report_to", "none", "--save_strategy", "no"]) == 0
+    continued, _ = load_run(again)
+    assert continued.config.peft == model.config.peft
+    before, after = dict(model.named_parameters()), dict(continued.named_parameters())
+    assert before.keys() == after.keys()
+    assert all(torch.equal(after[n], before[n]) for n in before if not is_adapter(n) and not n.startswith("heads."))
+    assert any(not torch.equal(after[n], before[n]) for n in before if ".lora_B" in n)
 
     assert main(["export", str(run), "--task", "sst2", "--output", str(export)]) == 0
     assert not (export / "adapter_config.json").exists()
