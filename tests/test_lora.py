@@ -77,6 +77,14 @@ def test_lora_flags_and_their_defaults(tmp_path):
     assert lora_settings()["target_modules"] == list(DEFAULT_TARGET_MODULES) == ["query", "value"]
 
 
+def test_lora_in_a_train_config_file(tmp_path):
+    config = tmp_path / "lora.yaml"
+    config.write_text("tasks: [sst2, mrpc]\npeft: lora\nlora_r: 4\nlora_target_modules: [query, key, value]\n"
+                      f"output_dir: {tmp_path / 'out'}\n")
+    model_args, _, _ = parse_train_args([str(config)])
+    assert (model_args.peft, model_args.lora_r, model_args.lora_target_modules) == ("lora", 4, "query,key,value")
+
+
 def test_a_target_module_the_encoder_lacks_is_refused_with_its_layer_names():
     with pytest.raises(ValueError, match=r"--lora_target_modules \['qkv'\].*named .*query.*value"):
         lora_model(target_modules="qkv")
