@@ -273,10 +273,9 @@ class MultiTaskModel(PreTrainedModel):
         also the encoder's adapter in peft's format in `encoder_adapter/` (adapter_config.json and
         adapter_model.safetensors: the LoRA matrices and the pooler if trained), which `peft.PeftModel.from_pretrained`
         puts on the base encoder."""
-        result = super().save_pretrained(save_directory, *args, **kwargs)
-        if is_lora(self.encoder) and kwargs.get("is_main_process", True):
+        if is_lora(self.encoder) and kwargs.get("is_main_process", True):  # first: `push_to_hub=True` uploads it too
             self.encoder.save_pretrained(os.path.join(save_directory, ADAPTER_FOLDER))
-        return result
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def task_names(self) -> list[str]:
