@@ -23,6 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config_file import ConfigFile, read_config
+from .lora import (
+    DEFAULT_ALPHA,
+    DEFAULT_DROPOUT,
+    DEFAULT_R,
+    DEFAULT_TARGET_MODULES,
+    PEFT_METHODS,
+    check_peft_installed,
+    lora_settings,
+)
 from .modeling import DEFAULT_MODEL, DEFAULT_POOLING
 from .tasks import POOLINGS
 from .training_args import MultiTaskTrainingArguments
@@ -30,7 +39,7 @@ from .training_args import MultiTaskTrainingArguments
 #: What a config file's name ends with (the first argument of `hf-mtl train`).
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json")
 #: Flags that take one comma-separated string: a list in a config file is joined with commas for them.
-COMMA_SEPARATED_FLAGS = ("tasks",)
+COMMA_SEPARATED_FLAGS = ("tasks", "lora_target_modules")
 
 
 @dataclass
@@ -53,11 +62,39 @@ class ModelArguments:
                   "choices": list(POOLINGS)},
     )
 
+    peft: str | None = field(
+        default=None,
+        metadata={"help": "lora: train LoRA adapters on the shared encoder (its own weights frozen) and the task heads in "
+                  "full, through the peft library (pip install 'hf_mtl[peft]'). `hf-mtl export` merges the adapter, so "
+                  "an exported task needs no peft. Default: fine-tune the whole encoder.",
+                  "choices": list(PEFT_METHODS)},
+    )
+    lora_r: int | None = field(default=None, metadata={"help": f"With --peft lora: the rank of each update (default {DEFAULT_R})."})
+    lora_alpha: float | None = field(
+        default=None, metadata={"help": f"With --peft lora: updates are scaled by alpha / r (default {DEFAULT_ALPHA:g})."})
+    lora_dropout: float | None = field(
+        default=None, metadata={"help": f"With --peft lora: dropout on the LoRA input, in [0, 1) (default {DEFAULT_DROPOUT})."})
+    lora_target_modules: str | None = field(
+        default=None,
+        metadata={"help": "With --peft lora: the encoder's linear layers to adapt, comma-separated names, or all-linear "
+                  f"(default {','.join(DEFAULT_TARGET_MODULES)}: the attention query and value projections, as in the "
+                  "LoRA paper). With --pooling pooler the pooler is trained in full, like the heads."},
+    )
+
     def __post_init__(self) -> None:
         p = self.classifier_dropout
         if p is not None and (isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1):
             raise ValueError(f"--classifier_dropout must be a probability in [0, 1) (e.g. 0.1), or unset for the "
                              f"encoder's hidden dropout; got {p!r}.")
+        given = [f"--{name}" for name in ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules")
+                 if getattr(self, name) is not None]
+        if self.peft is None and given:
+            raise ValueError(f"{', '.join(given)} set LoRA options, but --peft is not set; add --peft lora, or drop them.")
+        if self.peft is not None and self.peft not in PEFT_METHODS:
+            raise ValueError(f"--peft must be one of {', '.join(PEFT_METHODS)}, got {self.peft!r}.")
+        if self.peft == "lora":
+            lora_settings(self.lora_r, self.lora_alpha, self.lora_dropout, self.lora_target_modules)
+            check_peft_installed()
 
 
 @dataclass

@@ -3,7 +3,8 @@
 * `export_task(model, task)` builds the single-task model of the task's kind (`hf_mtl.kinds`,
   `TaskKind.export_class`): the encoder plus that task's head, its config from the kind
   (`TaskKind.export_config`: `num_labels`, `problem_type`, `id2label` / `label2id` with the real label
-  names), and checks that its logits equal the multi-task model's.
+  names), and checks that its logits equal the multi-task model's. A LoRA run's adapter (`--peft lora`) is
+  merged into the encoder weights first (`hf_mtl.lora.merged_encoder`), so the export needs no peft.
 * `save_task_model(RUN, task, DIR)` writes it with the tokenizer and its own model card
   (`hf_mtl.model_card.render_task_card`) to a folder, and optionally pushes it (`hf-mtl export`). It
   writes into a new or empty folder only, unless `overwrite=True` (`--overwrite`), and never into a
@@ -53,6 +54,7 @@ from transformers import PreTrainedModel
 
 from .hub import holds_multitask_model, load_run, task_spec, upload_folder
 from .kinds import get_kind
+from .lora import merged_encoder
 from .model_card import (
     MODEL_CARD,
     best_checkpoint_note,
@@ -100,7 +102,7 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
 
     spec = task_spec(model.config, task)
     kind = get_kind(spec.kind)
-    encoder = model.encoder
+    encoder = merged_encoder(model.encoder)  # a LoRA adapter merged into the weights: a plain encoder
     family = encoder.config.model_type
     level = kind.level
     exportable = _EXPORTABLE_BY_LEVEL.get(level, _EXPORTABLE)

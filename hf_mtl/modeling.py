@@ -29,6 +29,14 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .kinds import get_kind
+from .lora import (
+    ADAPTER_FOLDER,
+    apply_lora,
+    check_peft_entry,
+    is_lora,
+    lora_settings,
+    mark_trainable,
+)
 from .pooling import pool
 from .tasks import POOLINGS, TaskSpec
 
@@ -71,6 +79,8 @@ class MultiTaskConfig(PreTrainedConfig):
             otherwise; None (configs saved before pooling existed) means `pooler`.
         weighting: the loss-weighting strategy the model was trained with (name and hyperparameters),
             kept for the model card and for reproducing the run.
+        peft: LoRA on the encoder (`hf_mtl.lora`): {"method": "lora", r, lora_alpha, lora_dropout, target_modules,
+            modules_to_save, base_model_name_or_path}; None (also configs saved before it existed): no adapter.
     """
 
     model_type = "hf_mtl"
@@ -81,6 +91,7 @@ class MultiTaskConfig(PreTrainedConfig):
     classifier_dropout: float | None = None
     pooling: str | None = None
     weighting: dict | None = None
+    peft: dict | None = None
 
     def __post_init__(self, **kwargs: Any) -> None:
         super().__post_init__(**kwargs)
@@ -98,6 +109,8 @@ class MultiTaskConfig(PreTrainedConfig):
         if self.pooling is not None and self.pooling not in POOLINGS:
             raise ValueError(f"MultiTaskConfig (config.json): pooling={self.pooling!r} must be one of "
                              f"{', '.join(POOLINGS)} or null.")
+        if self.peft is not None:
+            check_peft_entry(self.peft)
 
     @property
     def task_specs(self) -> list[TaskSpec]:
@@ -194,6 +207,8 @@ class MultiTaskModel(PreTrainedModel):
         )
         self._kinds = {t.name: get_kind(t.kind) for t in specs}
         self._pooling = {t.name: config.task_pooling(t) for t in specs}
+        if config.peft is not None:  # a saved LoRA run: the same wrapping, its weights loaded afterwards
+            self.encoder = apply_lora(self.encoder, config.peft)
         self.post_init()
 
     @classmethod
@@ -229,7 +244,38 @@ class MultiTaskModel(PreTrainedModel):
         """`PreTrainedModel.from_pretrained`, safetensors only unless `use_safetensors=False` is passed: a
         folder or repository with just a pickled `pytorch_model.bin` is refused instead of unpickled."""
         with _safetensors_only(str(pretrained_model_name_or_path), kwargs):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if is_lora(model.encoder):  # loading makes every weight trainable: the frozen base stays frozen
+            mark_trainable(model.encoder)
+        return model
+
+    def add_lora(self, r: int | None = None, alpha: float | None = None, dropout: float | None = None,
+                 target_modules: str | Sequence[str] | None = None,
+                 base_model_name_or_path: str | None = None) -> MultiTaskModel:
+        """Put LoRA on the shared encoder (`hf_mtl.lora`; None: the defaults) and record it in the config: the
+        encoder's weights are frozen, its LoRA matrices and every head trained; the pooler too when a task pools
+        with it. `base_model_name_or_path` is written into the saved adapter's config. Returns the model."""
+        if is_lora(self.encoder):
+            raise ValueError("add_lora: the encoder already carries a LoRA adapter (config.peft); a saved LoRA run "
+                             "continues with its own.")
+        pooled = any(self.config.task_pooling(t) == "pooler" and get_kind(t.kind).level != "token"
+                     for t in self.config.task_specs)
+        save = ("pooler",) if pooled and getattr(self.encoder, "pooler", None) is not None else ()
+        entry = {"method": "lora", **lora_settings(r, alpha, dropout, target_modules, save),
+                 "base_model_name_or_path": base_model_name_or_path}
+        check_peft_entry(entry)
+        self.encoder = apply_lora(self.encoder, entry)
+        self.config.peft = entry
+        return self
+
+    def save_pretrained(self, save_directory: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.save_pretrained` (the whole model, so a run reloads and resumes by itself); with LoRA,
+        also the encoder's adapter in peft's format in `encoder_adapter/` (adapter_config.json and
+        adapter_model.safetensors: the LoRA matrices and the pooler if trained), which `peft.PeftModel.from_pretrained`
+        puts on the base encoder."""
+        if is_lora(self.encoder) and kwargs.get("is_main_process", True):  # first: `push_to_hub=True` uploads it too
+            self.encoder.save_pretrained(os.path.join(save_directory, ADAPTER_FOLDER))
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def task_names(self) -> list[str]:

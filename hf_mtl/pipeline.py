@@ -22,8 +22,9 @@ from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
 from .data import cap_rows, load_task, tokenize_splits
 from .distributed import end_process_group
+from .lora import is_lora, trainable_counts
 from .metrics import check_metric_names, score_name
-from .model_card import TRAINING_ARGS_FILE
+from .model_card import TRAINING_ARGS_FILE, base_model_id
 from .modeling import MultiTaskModel, resolve_model_path
 from .task_file import parse_task_list, read_task_file
 from .tasks import TaskSpec
@@ -192,6 +193,23 @@ def clear_previous_run(training_args: MultiTaskTrainingArguments) -> None:
         shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
+def add_peft(model: MultiTaskModel, model_args: ModelArguments) -> None:
+    """--peft lora: LoRA on the shared encoder (`MultiTaskModel.add_lora`); a saved LoRA run continues with its own
+    adapter (its settings, whatever the --lora_* flags say). Logs the trainable share of the parameters."""
+    if is_lora(model.encoder):
+        if model_args.peft is not None:
+            logger.info("The saved model carries a LoRA adapter (%s): training it further; the --lora_* flags are "
+                        "ignored.", model.config.peft)
+    elif model_args.peft == "lora":
+        model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, model_args.lora_target_modules,
+                       base_model_name_or_path=base_model_id(model.encoder.config))
+    else:
+        return
+    trainable, total = trainable_counts(model)
+    logger.info("LoRA on the encoder: %d of %d parameters trainable (%.2f%%: the adapter, the heads%s)", trainable, total,
+                100 * trainable / total, " and the pooler" if (model.config.peft or {}).get("modules_to_save") else "")
+
+
 def train(argv: Sequence[str]) -> dict[str, Any]:
     """`hf-mtl train ARGV`: parse the flags (and config file), set up logging, run `run_training`."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -239,6 +257,7 @@ def run_training(model_args: ModelArguments, data_args: DataArguments,
     else:
         model = MultiTaskModel.from_encoder(model_path, tasks, classifier_dropout=model_args.classifier_dropout,
                                             pooling=model_args.pooling)
+    add_peft(model, model_args)
 
     trainer = MultiTaskTrainer(
         model=model,

@@ -23,8 +23,8 @@ Run keys: name, tasks ("glue", the default: SST-2, STS-B and MRPC; or "kinds": o
 `conftest.every_kind_tasks`, which needs --silver_dir), weighting, batch (per device), accum (gradient accumulation, default 1), steps
 (default 3), optim (default "sgd"), lr (default 0.5), scheduler (default "constant"), max_grad_norm
 (default 0.0), sizes (training rows of each task, a dict; default all `--rows`), args (more
-`MultiTaskTrainingArguments` fields, a dict), fsdp and fsdp_config (the
-`TrainingArguments` fields) and fsdp_on_cpu (see `fsdp_on_cpu` below).
+`MultiTaskTrainingArguments` fields, a dict), fsdp and fsdp_config (the `TrainingArguments` fields), fsdp_on_cpu
+(see `fsdp_on_cpu` below) and lora (`MultiTaskModel.add_lora`'s arguments, a dict: LoRA on the encoder).
 """
 
 from __future__ import annotations
@@ -169,6 +169,8 @@ def train_one(run: dict, tasks, train, tokenizer, out: Path) -> dict:
     if run.get("sizes"):  # tasks of different sizes: the first sizes[task] rows of each
         train = {name: ds.select(range(run["sizes"][name])) for name, ds in train.items()}
     model = tiny_model(tasks)
+    if run.get("lora") is not None:  # LoRA on the encoder (MultiTaskModel.add_lora's arguments)
+        model.add_lora(**run["lora"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     values = dict(
         output_dir=str(out), weighting=run["weighting"], per_device_train_batch_size=run["batch"],

@@ -34,7 +34,7 @@ from safetensors.torch import load_file
 pytestmark = pytest.mark.distributed
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
-TIMEOUT_S = 240
+TIMEOUT_S = 480  # both launches (3 processes on 2 cores): ~4 minutes on an idle machine
 BATCH = 4  # rows per task and process with 2 processes; the global batch is 8 rows per task
 
 SGD_STRATEGIES = ["equal", "geometric", "prior", "grad_normalize", "pcgrad", "mgda", "uncertainty", "gradnorm",
@@ -93,6 +93,11 @@ for _name, (_weighting, _args) in SAMPLING.items():
     TWO_PROCESSES[_name] = ({"weighting": _weighting, "batch": BATCH, "sizes": UNEVEN, "args": _args}, _name)
 for _name in ("sampling_sqrt_geometric", "sampling_one_per_step_uncertainty"):
     TWO_PROCESSES[f"{_name}_accum2"] = ({**TWO_PROCESSES[_name][0], "batch": BATCH // 2, "accum": 2}, _name)
+# LoRA on the encoder (--peft lora; dropout off): frozen weights outside the sums, the adapter's summed like the rest.
+LORA = {"lora": {"r": 4, "dropout": 0.0}}
+for _name in ("geometric", "grad_normalize"):
+    ONE_PROCESS[f"lora_{_name}"] = {"weighting": _name, "batch": 2 * BATCH, **LORA}
+    TWO_PROCESSES[f"lora_{_name}"] = ({"weighting": _name, "batch": BATCH, **LORA}, f"lora_{_name}")
 DDP_CASES = list(TWO_PROCESSES)
 # Last in the launch, so that no FSDP state can leak into the DDP runs.
 for _name in ("equal", "grad_normalize"):
@@ -233,6 +238,8 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
             pytest.skip("silver task data not found (set SILVER_DIR or place it at ../shared/data/silver): no task of "
                         "every kind")
         initial = load_file(str(launches[1] / TWO_PROCESSES[name][1] / "initial.rank0.safetensors"))
+    if "lora" in TWO_PROCESSES[name][0]:  # the LoRA model's own parameter names
+        initial = load_file(str(launches[1] / TWO_PROCESSES[name][1] / "initial.rank0.safetensors"))
     two_params, two = _load(launches[2], name, 2)
     (one_params,), (one,) = _load(launches[1], TWO_PROCESSES[name][1], 1)
     assert [r["world_size"] for r in two] == [2, 2] and one["world_size"] == 1
@@ -240,6 +247,9 @@ def _check_against_one_process(name: str, launches: dict[int, Path], initial: di
     wanted = TWO_PROCESSES[name][0].get("args", {}).get("gradient_checkpointing", False)
     assert two[0]["gradient_checkpointing"] == wanted
 
+    if "lora" in TWO_PROCESSES[name][0]:  # the encoder's own weights never move; the adapter does (checked below)
+        frozen = [n for n in initial if ".lora_" not in n and ".modules_to_save." not in n and not n.startswith("heads.")]
+        assert frozen and all(torch.equal(two_params[0][n], initial[n]) for n in frozen)
     # Every rank: identical parameters (bit for bit), weighting state and logs.
     for key, tensor in two_params[0].items():
         assert torch.equal(tensor, two_params[1][key]), f"rank 0 and rank 1 differ in {key}"

@@ -145,8 +145,10 @@ def task_batches(config: SpeedConfig, k: int, tokenizer: Any) -> tuple[list[Any]
     return specs, batch, stats, sources
 
 
-def build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]]) -> Setup:
-    """Model, optimizer, accelerator, one batch of every task and the strategies `names` (summed-loss aside)."""
+def build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tuple[str, dict[str, Any]],
+          lora: dict[str, Any] | None = None) -> Setup:
+    """Model, optimizer, accelerator, one batch of every task and the strategies `names` (summed-loss aside);
+    with `lora` (`MultiTaskModel.add_lora` arguments), LoRA on the encoder before the optimizer sees it."""
     import importlib
 
     import torch
@@ -164,6 +166,8 @@ def build(config: SpeedConfig, k: int, names: Sequence[str], optimizer_spec: tup
 
     torch.manual_seed(config.seed)
     model = MultiTaskModel.from_encoder(model_path, specs)
+    if lora is not None:
+        model.add_lora(**lora)
     model.train()
     hparams = {"task_weights": {s.name: 1.0 for s in specs}}
     weightings = {name: build_weighting(name, specs, stats, hparams) for name in names if name != SUMMED}
