@@ -328,6 +328,20 @@ def best_checkpoint_note(task: str, record: Mapping[str, Any]) -> str:
             "That step was chosen on the dev set, so the dev metrics below are optimistic.")
 
 
+def _lora_lines(config: Any) -> list[str]:
+    """A LoRA run: what was adapted, and where the adapter is (the run folder holds the whole model too)."""
+    peft = getattr(config, "peft", None)
+    if not peft:
+        return []
+    targets = peft.get("target_modules")
+    targets = ", ".join(targets) if isinstance(targets, list | tuple) else targets
+    return ["## LoRA on the encoder", "",
+            (f"The encoder was trained through a LoRA adapter (peft; rank {peft.get('r')}, alpha "
+             f"{peft.get('lora_alpha')}, dropout {peft.get('lora_dropout')}, on {targets}); the heads were trained in "
+             "full. The adapter alone is in `encoder_adapter/` (peft's format); `hf-mtl export` merges it into the "
+             "encoder, so an exported task needs no peft."), ""]
+
+
 def _weighting_lines(weighting: Mapping[str, Any] | None) -> list[str]:
     if not weighting:
         return ["Not recorded (the model was not trained by `MultiTaskTrainer`)."]
@@ -488,6 +502,7 @@ def render_model_card(
         "",
         ("Pooling is how a sentence-level or multiple-choice head reads the encoder: `pooler` (the encoder's pooler "
          "output), `cls` (the first token) or `mean` (the mean over tokens)."), "",
+        *_lora_lines(config),
         "## Loss weighting", "", *_weighting_lines(config.weighting), "",
         "## Evaluation (dev sets)", "", *_metrics_table(specs, eval_metrics), "",
         *_task_best_lines(specs, task_bests),
