@@ -210,8 +210,8 @@ def push(argv: Sequence[str]) -> None:
 
 #: Commands that work on a trained run: name -> (function(argv), one-line help).
 RUN_COMMANDS = {
-    "export": (export, ("one task as a standard transformers model (sequence / token classification, multiple choice): "
-               "hf-mtl export RUN_DIR --task mrpc --output DIR")),
+    "export": (export, ("one task as a standard transformers model (sequence / token classification, multiple choice; "
+               "cls / mean pooling: custom code, trust_remote_code=True): hf-mtl export RUN_DIR --task mrpc --output DIR")),
     "evaluate": (evaluate, "per-task dev metrics of a saved model: hf-mtl evaluate RUN_DIR [--tasks sst2,mrpc] [--glue_dir DIR]"),
     "predict": (predict, ("predictions for a file (.tsv, .jsonl, .json, .csv, .parquet): hf-mtl predict RUN_DIR --task "
                 "sst2 --input in.tsv --output preds.tsv")),
