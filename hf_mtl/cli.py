@@ -69,7 +69,7 @@ def _add_hub_flags(parser: argparse.ArgumentParser) -> None:
 
 def export(argv: Sequence[str]) -> None:
     """One task of a run as a standard transformers model folder of its kind's class (optionally pushed)."""
-    from .export import save_task_model
+    from .export import remote_code_note, save_task_model
 
     parser = _run_parser(
         "export", "Write one task of a multi-task run as a standard transformers model folder (encoder + the task's "
@@ -78,8 +78,10 @@ def export(argv: Sequence[str]) -> None:
         "problem_type=regression; multi_label, problem_type=multi_label_classification), "
         "AutoModelForTokenClassification (token_classification: works with pipeline(\"token-classification\", "
         "aggregation_strategy=\"simple\")), AutoModelForMultipleChoice (multiple_choice). A sentence-level or "
-        "multiple-choice task exports only if trained with pooler pooling (cls / mean pooling are refused: no "
-        "standard head reads them); BERT-family encoders with a pooler export exactly, others are refused.",
+        "multiple-choice task with pooler pooling exports as the standard class (BERT-family encoders with a pooler; "
+        "others are refused); with cls or mean pooling, which no standard class reads, it exports as a custom-code "
+        "model (its modeling file in the folder, torch and transformers only): load it with "
+        "trust_remote_code=True.",
         run_help=_RUN_OR_HUB_ID)
     parser.add_argument("--task", required=True, help="the task to export, e.g. mrpc or ner")
     parser.add_argument("--output", required=True, help="folder to write: new or empty, unless --overwrite; never a "
@@ -98,6 +100,9 @@ def export(argv: Sequence[str]) -> None:
                              private=args.hub_private_repo or None, overwrite=args.overwrite, best=args.best)
     print(f"Exported task {args.task} to {output}" + (" from its best checkpoint" if args.best else "")
           + (" and pushed it to the Hub" if args.push_to_hub else ""))
+    note = remote_code_note(output)
+    if note:
+        print(note)
 
 
 def evaluate(argv: Sequence[str]) -> dict[str, float]:
@@ -205,8 +210,8 @@ def push(argv: Sequence[str]) -> None:
 
 #: Commands that work on a trained run: name -> (function(argv), one-line help).
 RUN_COMMANDS = {
-    "export": (export, ("one task as a standard transformers model (sequence / token classification, multiple choice): "
-               "hf-mtl export RUN_DIR --task mrpc --output DIR")),
+    "export": (export, ("one task as a standard transformers model (sequence / token classification, multiple choice; "
+               "cls / mean pooling: custom code, trust_remote_code=True): hf-mtl export RUN_DIR --task mrpc --output DIR")),
     "evaluate": (evaluate, "per-task dev metrics of a saved model: hf-mtl evaluate RUN_DIR [--tasks sst2,mrpc] [--glue_dir DIR]"),
     "predict": (predict, ("predictions for a file (.tsv, .jsonl, .json, .csv, .parquet): hf-mtl predict RUN_DIR --task "
                 "sst2 --input in.tsv --output preds.tsv")),

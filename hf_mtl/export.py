@@ -1,14 +1,17 @@
-"""Per-task export: one task of a multi-task model as a standard `transformers` model.
+"""Per-task export: one task of a multi-task model as a standard `transformers` model, or as custom code.
 
 * `export_task(model, task)` builds the single-task model of the task's kind (`hf_mtl.kinds`,
   `TaskKind.export_class`): the encoder plus that task's head, its config from the kind
   (`TaskKind.export_config`: `num_labels`, `problem_type`, `id2label` / `label2id` with the real label
-  names), and checks that its logits equal the multi-task model's. A LoRA run's adapter (`--peft lora`) is
-  merged into the encoder weights first (`hf_mtl.lora.merged_encoder`), so the export needs no peft.
+  names), and checks that its logits equal the multi-task model's. A sentence-level or multiple-choice task
+  with `cls` or `mean` pooling becomes the custom-code model of `hf_mtl.pooled_encoder` instead (below). A LoRA
+  run's adapter (`--peft lora`) is merged into the encoder weights first (`hf_mtl.lora.merged_encoder`), so the
+  export needs no peft.
 * `save_task_model(RUN, task, DIR)` writes it with the tokenizer and its own model card
-  (`hf_mtl.model_card.render_task_card`) to a folder, and optionally pushes it (`hf-mtl export`). It
-  writes into a new or empty folder only, unless `overwrite=True` (`--overwrite`), and never into a
-  folder that holds a multi-task model (the run itself, one of its checkpoints, another run).
+  (`hf_mtl.model_card.render_task_card`) to a folder, reads the folder back and checks the logits again, and
+  optionally pushes it (`hf-mtl export`). It writes into a new or empty folder only, unless `overwrite=True`
+  (`--overwrite`), and never into a folder that holds a multi-task model (the run itself, one of its
+  checkpoints, another run). `remote_code_note(DIR)` says how to load a custom-code export.
 
 What each kind exports as:
 
@@ -25,10 +28,14 @@ token-classification head reads every token's last hidden state, as every `*ForT
 of the shape (base model, `dropout`, `classifier`) does: that holds for BERT, RoBERTa, XLM-RoBERTa,
 DistilBERT, ELECTRA, DeBERTa-v2, ALBERT and most encoders, whatever the task's pooling (the
 exported base model has no pooler; the encoder's pooler weights are left out). A sentence-level or
-multiple-choice head exports only with `pooler` pooling: the standard heads read the encoder's pooler
-output, and no standard class reproduces `cls` (the first token without the pooler's dense layer and
-tanh) or `mean` pooling, so those tasks are refused (train with `--pooling pooler` to export them, or
-serve them with `hf-mtl predict` / the multi-task model). With `pooler` pooling, an encoder exports when
+multiple-choice head exports as a standard class only with `pooler` pooling: the standard heads read the
+encoder's pooler output, and no standard class reproduces `cls` (the first token without the pooler's dense
+layer and tanh) or `mean` pooling. Those tasks export, for any encoder, as a Hugging Face custom-code model:
+`hf_mtl/pooled_encoder.py` (torch and transformers only; hf_mtl's own pooling uses its functions) is copied
+into the folder by `save_pretrained` and named in `config.json`'s `auto_map` (`AutoConfig` and
+`AutoModelForSequenceClassification` / `AutoModelForMultipleChoice`), with its own model type, so the folder
+loads with `trust_remote_code=True` and without it fails rather than reading a pooler. With `pooler` pooling,
+an encoder exports when
 its `*ForSequenceClassification` (`*ForMultipleChoice`) class has the same shape: the same base model
 class with its pooler, a `dropout` and a `classifier` linear layer on the pooler output. For sequence
 classification that holds for BERT and the models that load as `BertModel` (bert-base/large,
@@ -44,6 +51,7 @@ a probe batch and refuses to return a model whose logits differ.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -63,21 +71,25 @@ from .model_card import (
     run_eval_metrics,
 )
 from .modeling import MultiTaskModel
+from .pooled_encoder import (
+    PooledEncoderConfig,
+    PooledEncoderForMultipleChoice,
+    PooledEncoderForSequenceClassification,
+)
 from .task_best import best_checkpoint
 
 _EXPORTABLE = ("Exportable families: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), ALBERT, ERNIE, FNet, "
                "LayoutLM, MegatronBERT, MobileBERT, RoCBert.")
+#: The other way out of a refused `pooler` export of a sentence-level or multiple-choice task.
+_CUSTOM_CODE_HINT = (" A task trained with --pooling cls or mean exports for any encoder, as a custom-code model "
+                     "(loaded with trust_remote_code=True).")
 _EXPORTABLE_BY_LEVEL = {
-    "sequence": _EXPORTABLE,
+    "sequence": _EXPORTABLE + _CUSTOM_CODE_HINT,
     "choice": ("Exportable families for multiple choice: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), "
-               "ALBERT, ERNIE, FNet, MegatronBERT, MobileBERT, RoCBert, RoBERTa, XLM-RoBERTa, CamemBERT, MPNet, BigBird."),
+               "ALBERT, ERNIE, FNet, MegatronBERT, MobileBERT, RoCBert, RoBERTa, XLM-RoBERTa, CamemBERT, MPNet, "
+               "BigBird." + _CUSTOM_CODE_HINT),
     "token": ("Token classification exports for encoders whose *ForTokenClassification is the base model, dropout and "
               "a linear classifier (BERT, RoBERTa, XLM-RoBERTa, DistilBERT, ELECTRA, DeBERTa-v2, ALBERT, ...)."),
-}
-#: What each pooling computes, for the refusal of a task whose pooling no standard head reproduces.
-_POOLING_MEANING = {
-    "cls": "the first token's last hidden state, without the pooler's dense layer and tanh",
-    "mean": "the mean of the last hidden states over the real (unpadded) tokens",
 }
 #: The head the standard class puts on the encoder, by what the task's head reads.
 _HEAD_WORDS = {
@@ -94,9 +106,10 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
     The class is the task kind's `export_class` (`AutoModelForSequenceClassification` for classification,
     regression and multi-label tasks, `AutoModelForTokenClassification`, `AutoModelForMultipleChoice`); the
     config gets the kind's `export_config` (`num_labels`, `problem_type`, `id2label` / `label2id` from the
-    task's label names) and `classifier_dropout` set to the head's dropout. Refused, with the reason and the
-    fix: a sentence-level or multiple-choice task trained with `cls` or `mean` pooling, and an encoder whose
-    standard head has another shape (see the module docstring).
+    task's label names) and `classifier_dropout` set to the head's dropout. A sentence-level or multiple-choice
+    task trained with `cls` or `mean` pooling is `hf_mtl.pooled_encoder`'s `PooledEncoderForSequenceClassification`
+    / `PooledEncoderForMultipleChoice` instead (custom code, any encoder). Refused, with the reason: with
+    `pooler` pooling, an encoder whose standard head has another shape (see the module docstring).
     """
     import transformers
 
@@ -108,14 +121,9 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
     exportable = _EXPORTABLE_BY_LEVEL.get(level, _EXPORTABLE)
     pooling = model.config.task_pooling(spec)
     if level != "token" and pooling != "pooler":
-        raise ValueError(
-            f"export_task: cannot export task {task!r} ({spec.kind}) exactly: its head reads the encoder with "
-            f"{pooling!r} pooling ({_POOLING_MEANING.get(pooling, pooling)}), but {kind.export_class} puts "
-            f"{_HEAD_WORDS[level]}, and no standard transformers class reproduces {pooling!r} pooling, so the "
-            "exported logits would differ. To export it, train the task with --pooling pooler (or `pooling: pooler` "
-            "in its task file entry); to use this model as it is, serve the task with `hf-mtl predict RUN --task "
-            f"{task} ...` or the multi-task model (AutoModel.from_pretrained(RUN) with hf_mtl installed)."
-        )
+        exported = _pooled_export(model, spec, pooling)
+        _check_same_logits(model, exported, task, choices=int(spec.num_labels) if level == "choice" else None)
+        return exported
     refusal = (
         f"export_task: cannot export task {task!r} of a {family!r} encoder exactly. A multi-task head is dropout + "
         f"{_HEAD_WORDS[level]}; "
@@ -156,6 +164,40 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
     return exported
 
 
+def _pooled_export(model: MultiTaskModel, spec: Any, pooling: str) -> PreTrainedModel:
+    """A `cls` / `mean`-pooled sentence-level or multiple-choice task as the custom-code model of
+    `hf_mtl.pooled_encoder`: the encoder's configuration and weights, the pooling, the head's dropout and linear layer,
+    the kind's `export_config` (labels, `problem_type`)."""
+    kind = get_kind(spec.kind)
+    head = model.heads[spec.name]
+    config = PooledEncoderConfig(encoder=model.encoder.config.to_dict(), pooling=pooling,
+                                 classifier_dropout=head.dropout.p)
+    kind.export_config(spec, config)
+    model_class = PooledEncoderForMultipleChoice if kind.level == "choice" else PooledEncoderForSequenceClassification
+    exported = model_class(config)
+    parameter = next(model.parameters())
+    exported.to(device=parameter.device, dtype=parameter.dtype)
+    exported.encoder.load_state_dict(model.encoder.state_dict())
+    exported.classifier.load_state_dict(head.classifier.state_dict())
+    return exported
+
+
+def remote_code_note(folder: str | os.PathLike[str]) -> str | None:
+    """For a custom-code export (its config.json names its own classes in `auto_map`), how to load it: with
+    `trust_remote_code=True`; None for a standard export."""
+    config = Path(folder) / "config.json"
+    auto_map = json.loads(config.read_text(encoding="utf-8")).get("auto_map") if config.is_file() else None
+    if not auto_map:
+        return None
+    auto_class = next(name for name in auto_map if name != "AutoConfig")
+    usage = (f'pipeline("text-classification", model="{folder}", trust_remote_code=True)'
+             if auto_class == "AutoModelForSequenceClassification" else
+             f'{auto_class}.from_pretrained("{folder}", trust_remote_code=True)')
+    return ("It is a custom-code model (no standard transformers class reads the encoder with this task's pooling; its "
+            f"code is in the folder and needs only torch and transformers): load it with trust_remote_code=True, e.g. "
+            f"{usage}.")
+
+
 def _load_encoder(base: nn.Module, encoder: nn.Module, without_pooler: bool) -> None:
     """The encoder's weights into the exported model's base model; a token-classification base model has no
     pooler (transformers builds it with `add_pooling_layer=False`), so the pooler's weights are left out."""
@@ -193,7 +235,7 @@ def _check_same_logits(model: MultiTaskModel, exported: Any, task: str, choices:
         return
     raise ValueError(
         f"export_task: the exported {type(exported).__name__} gives logits of {difference} from the multi-task "
-        f"model's for task {task!r}; this encoder family does not map exactly onto a standard head of this kind."
+        f"model's for task {task!r}; this encoder family does not map exactly onto the exported class."
     )
 
 
@@ -250,6 +292,10 @@ def save_task_model(
     exported.save_pretrained(output)
     tokenizer.save_pretrained(output)
     spec = task_spec(model.config, task)
+    choices = int(spec.num_labels) if get_kind(spec.kind).level == "choice" else None
+    parameter = next(model.parameters())
+    reloaded = type(exported).from_pretrained(output).to(device=parameter.device, dtype=parameter.dtype)
+    _check_same_logits(model, reloaded, task, choices=choices)  # what was written, read back as a user would
     model_id = hub_model_id or (output.resolve().name if push_to_hub else str(output))
     card = render_task_card(spec, exported.config, model.config, eval_metrics, model_id, note=note)
     (output / MODEL_CARD).write_text(card, encoding="utf-8")

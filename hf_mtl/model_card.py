@@ -525,8 +525,8 @@ def render_model_card(
         *_usage_snippet(model_id, specs), "",
         (f"One task as a standard transformers model ({' / '.join(f'`{k}`' for k in kinds)}, by the task's kind; it "
          "works with `pipeline` and needs no hf_mtl to load): `hf-mtl export RUN_DIR --task NAME --output DIR`. "
-         "A sentence-level or multiple-choice task exports only with `pooler` pooling (the standard heads read the "
-         "pooler output); token classification exports with any pooling."), "",
+         "A sentence-level or multiple-choice task with `cls` or `mean` pooling (which no standard head reads) exports "
+         "as a custom-code model instead: loading it needs `trust_remote_code=True`, still no hf_mtl."), "",
     ]
     return "\n".join(lines)
 
@@ -557,9 +557,11 @@ def _export_description(spec: TaskSpec, config: Any) -> str:
     return f"It is {what}.{labels}"
 
 
-def _task_usage(spec: TaskSpec, model_id: str) -> list[str]:
-    """The export card's usage snippet: a pipeline, or (multiple choice, which has none) the model itself."""
+def _task_usage(spec: TaskSpec, model_id: str, remote_code: bool = False) -> list[str]:
+    """The export card's usage snippet: a pipeline, or (multiple choice, which has none) the model itself; a
+    custom-code export (`remote_code`) is loaded with `trust_remote_code=True`."""
     repo = json.dumps(model_id)
+    trust = ", trust_remote_code=True" if remote_code else ""
     level = get_kind(spec.kind).level
     if level == "token":
         return [
@@ -575,7 +577,7 @@ def _task_usage(spec: TaskSpec, model_id: str) -> list[str]:
             "from transformers import AutoModelForMultipleChoice, AutoTokenizer",
             "",
             f"tokenizer = AutoTokenizer.from_pretrained({repo})",
-            f"model = AutoModelForMultipleChoice.from_pretrained({repo}).eval()",
+            f"model = AutoModelForMultipleChoice.from_pretrained({repo}{trust}).eval()",
             f"context, choices = {json.dumps(_EXAMPLE_CONTEXT)}, {json.dumps(choices)}",
             "inputs = tokenizer([context] * len(choices), choices, padding=True, return_tensors=\"pt\")",
             "with torch.no_grad():",
@@ -589,7 +591,7 @@ def _task_usage(spec: TaskSpec, model_id: str) -> list[str]:
     return [
         "from transformers import pipeline",
         "",
-        f"classifier = pipeline(\"text-classification\", model={repo}{options})",
+        f"classifier = pipeline(\"text-classification\", model={repo}{trust}{options})",
         f"print(classifier({example})){comment}",
     ]
 
@@ -601,20 +603,28 @@ def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_
 
     base_model = base_model_id(source.encoder)
     level = get_kind(spec.kind).level
+    remote_code = bool(getattr(config, "auto_map", None))
     metadata = ModelCardData(
         base_model=base_model,
         datasets=_hub_datasets([spec]),
         library_name="transformers",
         pipeline_tag=_PIPELINE_TAGS[level],
-        tags=["hf_mtl", spec.name, spec.kind],
+        tags=["hf_mtl", spec.name, spec.kind, *(["custom_code"] if remote_code else [])],
     )
     task_metrics = {k: v for k, v in eval_metrics.items() if k not in ("eval_glue_score", "eval_score")}
     pooling = "" if level == "token" else f", `{source.task_pooling(spec)}` pooling"
+    if remote_code:
+        module = config.auto_map["AutoConfig"].split(".")[0]
+        model_as = (f"as a custom-code `{config.architectures[0]}` (its code, `{module}.py`, is in this folder and needs "
+                    f"only torch and transformers; no standard transformers class reads the encoder with "
+                    f"`{source.task_pooling(spec)}` pooling, so loading it needs `trust_remote_code=True`)")
+    else:
+        model_as = f"as a standard `{config.architectures[0]}`"
     return "\n".join([
         "---", metadata.to_yaml(), "---", "",
         f"# {model_id.rstrip('/').split('/')[-1]}", "",
         (f"Task `{spec.name}` ({spec.kind}{pooling}; data: {_source_cell(spec)}) exported from an hf_mtl multi-task "
-         f"model as a standard `{config.architectures[0]}`: the shared encoder plus this task's head, with the same "
+         f"model {model_as}: the shared encoder plus this task's head, with the same "
          f"logits. {_export_description(spec, config)}"), "",
         *([note, ""] if note else []),
         "Weighting used in multi-task training: " + _weighting_lines(source.weighting)[0], "",
@@ -622,6 +632,6 @@ def render_task_card(spec: TaskSpec, config: Any, source: MultiTaskConfig, eval_
         *_metrics_table([spec], task_metrics), "",
         "## Usage", "",
         "```python",
-        *_task_usage(spec, model_id),
+        *_task_usage(spec, model_id, remote_code),
         "```", "",
     ])

@@ -5,6 +5,9 @@
 * `cls`: the first token's last hidden state, without the pooler's dense layer and tanh.
 * `mean`: the mean of the last hidden states over the real (unpadded) tokens, as sentence-transformers
   checkpoints such as all-MiniLM-L6-v2 were trained to be read (their BERT pooler was never trained).
+
+`cls` and `mean` are computed by `hf_mtl.pooled_encoder`, the self-contained file an export of such a task ships,
+so the exported model pools exactly as the multi-task model does.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from .pooled_encoder import cls_pool, mean_pool
 
 
 def pool(outputs: Any, attention_mask: torch.Tensor | None, pooling: str) -> torch.Tensor:
@@ -21,10 +26,7 @@ def pool(outputs: Any, attention_mask: torch.Tensor | None, pooling: str) -> tor
         pooled = getattr(outputs, "pooler_output", None)
         return hidden[:, 0] if pooled is None else pooled
     if pooling == "cls":
-        return hidden[:, 0]
+        return cls_pool(hidden)
     if pooling == "mean":
-        if attention_mask is None:
-            return hidden.mean(dim=1)
-        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return mean_pool(hidden, attention_mask)
     raise ValueError(f"pooling={pooling!r} is not one of pooler, cls, mean.")

@@ -1,6 +1,7 @@
 """`hf-mtl export` for every task kind: the class of the kind, its config, the same logits as the multi-task model on
-real tokenised inputs, the refusal of `cls` / `mean` pooling for heads no standard class reproduces, and the NER
-export read by transformers' token-classification pipeline with the real silver tag set.
+real tokenised inputs, the pooling of each task deciding (`cls` / `mean` sentence heads export as custom code:
+tests/test_export_custom_code.py), and the NER export read by transformers' token-classification pipeline with the
+real silver tag set.
 
 Models are tiny random BERTs (conftest) with the real MiniLM tokenizer; the NER tag set is read from the real
 silver data (conftest's `silver_dir_or_skip`: ../shared/data/silver or $SILVER_DIR), skipping when it is absent.
@@ -117,40 +118,17 @@ def test_export_cards_say_what_the_exported_model_is(model, tokenizer, tmp_path)
     assert "pipeline_tag: multiple-choice" in cards["answer"]
 
 
-@pytest.mark.parametrize("pooling", ["cls", "mean"])
-@pytest.mark.parametrize("task", ["sst2", "vector", "topics", "answer"])
-def test_sentence_and_choice_heads_with_cls_or_mean_pooling_are_refused_with_the_fix(task, pooling):
-    model = with_pooling(KIND_TASKS, pooling)
-    with pytest.raises(ValueError) as error:
-        export_task(model, task)
-    message = str(error.value)
-    assert f"cannot export task {task!r}" in message and f"with {pooling!r} pooling" in message
-    assert "no standard transformers class reproduces" in message and "pooler output" in message
-    assert "--pooling pooler" in message and f"hf-mtl predict RUN --task {task}" in message
-
-
 def test_a_task_s_own_pooling_decides_and_token_classification_exports_with_any_pooling(tokenizer):
     tasks = [dataclasses.replace(GLUE_TASKS["sst2"], pooling="mean"), KIND_TASKS[4], GLUE_TASKS["mrpc"]]
     model = with_pooling(tasks, "cls")
-    with pytest.raises(ValueError, match="'mean' pooling"):
-        export_task(model, "sst2")
-    with pytest.raises(ValueError, match="'cls' pooling"):
-        export_task(model, "mrpc")
+    assert export_task(model, "sst2").config.pooling == "mean"  # custom code (tests/test_export_custom_code.py)
+    assert export_task(model, "mrpc").config.pooling == "cls"
     exported = export_task(model, "ner").eval()
     inputs = real_inputs(KIND_TASKS[4], tokenizer)
     with torch.no_grad():
         torch.testing.assert_close(exported(**inputs).logits, model(**inputs, task="ner").logits, rtol=0, atol=1e-5)
+    assert type(exported).__name__ == "BertForTokenClassification"
     assert getattr(exported.bert, "pooler", None) is None  # the encoder's pooler is not part of a token classifier
-
-
-def test_the_export_command_refuses_mean_pooling_naming_the_fix(tokenizer, tmp_path, capsys):
-    run = tmp_path / "run"
-    with_pooling([GLUE_TASKS["sst2"]], "mean").save_pretrained(run)
-    tokenizer.save_pretrained(run)
-    assert main(["export", str(run), "--task", "sst2", "--output", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "'mean' pooling" in err and "--pooling pooler" in err and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
 
 
 def tiny_family(family: str, tasks, **overrides) -> MultiTaskModel:

@@ -20,7 +20,7 @@ LAYERS: dict[str, int] = {
     # Plain concepts: what a task is and its kinds, label statistics, metrics, pooling, the strategies,
     # collectives, plots, strict YAML/JSON reading.
     "tasks": 0, "kinds": 0, "label_stats": 0, "metrics": 0, "pooling": 0, "plotting": 0, "distributed": 0,
-    "weighting": 0, "config_file": 0, "lora": 0,
+    "weighting": 0, "config_file": 0, "lora": 0, "pooled_encoder": 0,
     # Data sources, task files, data, model and the step engine.
     "sources": 1, "task_file": 1, "data": 1, "sampling": 1, "modeling": 1, "engine": 1,
     # The trainer with its arguments, checkpoint state and callbacks; the model card it writes.

@@ -2,8 +2,9 @@
 
 Serving K tasks with K exported models (`hf-mtl export`) runs the encoder K times per input; the multi-task
 pipeline runs it once and every head on that encoding. The suite takes a trained run, exports each of its tasks
-in memory (`hf_mtl.export.export_task`, the same logits as the multi-task model; a task the export refuses,
-such as a mean-pooled sentence task, stops the suite with the reason) and serves the same inputs (the first
+in memory (`hf_mtl.export.export_task`, the same logits as the multi-task model: a `cls`- or mean-pooled
+sentence task as the custom-code model of `hf_mtl.pooled_encoder`, for which transformers logs that the class is
+not in its text-classification list; a task the export refuses stops the suite with the reason) and serves the same inputs (the first
 `--inputs` sentences of GLUE SST-2's dev set, truncated to `--max_length` tokens, in batches of `--batch_size`)
 
 * through `pipeline("multi-task", ...)`: one call, every head;
@@ -35,8 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="hf-mtl bench serve",
         description="Time one pass of pipeline(\"multi-task\") for K heads against K exported single-task pipelines "
         "on the same inputs; prints both median times and their ratio.")
-    parser.add_argument("run", metavar="RUN_DIR", help="output_dir of `hf-mtl train` (its tasks must export: pooler "
-                        "pooling for sentence tasks)")
+    parser.add_argument("run", metavar="RUN_DIR", help="output_dir of `hf-mtl train` (its tasks must export: see "
+                        "`hf-mtl export --help`)")
     parser.add_argument("--glue_dir", default=os.environ.get("GLUE_DIR"), help="GLUE folder whose SST-2 dev sentences "
                         "are the inputs (default: $GLUE_DIR)")
     parser.add_argument("--inputs", type=int, default=256, help="number of input sentences (default 256)")
