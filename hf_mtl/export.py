@@ -121,7 +121,7 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
     exportable = _EXPORTABLE_BY_LEVEL.get(level, _EXPORTABLE)
     pooling = model.config.task_pooling(spec)
     if level != "token" and pooling != "pooler":
-        exported = _pooled_export(model, spec, pooling)
+        exported = _pooled_export(model, encoder, spec, pooling)
         _check_same_logits(model, exported, task, choices=int(spec.num_labels) if level == "choice" else None)
         return exported
     refusal = (
@@ -164,20 +164,20 @@ def export_task(model: MultiTaskModel, task: str) -> PreTrainedModel:
     return exported
 
 
-def _pooled_export(model: MultiTaskModel, spec: Any, pooling: str) -> PreTrainedModel:
+def _pooled_export(model: MultiTaskModel, encoder: nn.Module, spec: Any, pooling: str) -> PreTrainedModel:
     """A `cls` / `mean`-pooled sentence-level or multiple-choice task as the custom-code model of
-    `hf_mtl.pooled_encoder`: the encoder's configuration and weights, the pooling, the head's dropout and linear layer,
-    the kind's `export_config` (labels, `problem_type`)."""
+    `hf_mtl.pooled_encoder`: the (plain, LoRA-merged) encoder's configuration and weights, the pooling, the head's
+    dropout and linear layer, the kind's `export_config` (labels, `problem_type`)."""
     kind = get_kind(spec.kind)
     head = model.heads[spec.name]
-    config = PooledEncoderConfig(encoder=model.encoder.config.to_dict(), pooling=pooling,
+    config = PooledEncoderConfig(encoder=encoder.config.to_dict(), pooling=pooling,
                                  classifier_dropout=head.dropout.p)
     kind.export_config(spec, config)
     model_class = PooledEncoderForMultipleChoice if kind.level == "choice" else PooledEncoderForSequenceClassification
     exported = model_class(config)
     parameter = next(model.parameters())
     exported.to(device=parameter.device, dtype=parameter.dtype)
-    exported.encoder.load_state_dict(model.encoder.state_dict())
+    exported.encoder.load_state_dict(encoder.state_dict())
     exported.classifier.load_state_dict(head.classifier.state_dict())
     return exported
 

@@ -239,3 +239,23 @@ def test_cli_trains_reloads_and_exports_a_lora_run_that_loads_without_peft(tmp_p
         want = model.eval()(**batch, task="sst2").logits
         got = exported(**batch).logits
     assert torch.allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_a_mean_or_cls_pooled_lora_task_exports_merged_as_custom_code(pooling):
+    """The custom-code export of a `cls` / `mean` task takes the encoder with its adapter merged (export_task checks
+    the logits against the multi-task model's; a learned adapter makes the merge matter)."""
+    import dataclasses
+
+    from hf_mtl.export import export_task
+    from hf_mtl.tasks import GLUE_TASKS
+
+    model = tiny_model([dataclasses.replace(GLUE_TASKS["sst2"], pooling=pooling), GLUE_TASKS["stsb"]])
+    model.add_lora(r=4, dropout=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    exported = export_task(model.eval(), "sst2")
+    assert type(exported).__name__ == "PooledEncoderForSequenceClassification"
+    assert not any("lora" in name for name, _ in exported.named_parameters())
