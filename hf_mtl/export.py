@@ -76,7 +76,6 @@ from .pooled_encoder import (
     PooledEncoderForMultipleChoice,
     PooledEncoderForSequenceClassification,
 )
-from .task_best import best_checkpoint
 
 _EXPORTABLE = ("Exportable families: BERT (and BertModel checkpoints such as all-MiniLM-L6-v2), ALBERT, ERNIE, FNet, "
                "LayoutLM, MegatronBERT, MobileBERT, RoCBert.")
@@ -271,6 +270,8 @@ def save_task_model(
     if best:
         if isinstance(run, MultiTaskModel):
             raise ValueError("save_task_model: best=True needs the run folder (its checkpoints), not a loaded model.")
+        from .task_best import best_checkpoint  # here: it imports the Trainer's callbacks (and so peft)
+
         folder, record = best_checkpoint(run, task)
         model, loaded_tokenizer = load_run(folder)
         tokenizer = tokenizer or loaded_tokenizer

@@ -30,7 +30,6 @@ from .modeling import (
     MultiTaskConfig,
     resolve_model_path,
 )
-from .task_best import TRAINER_STATE, read_task_bests
 from .tasks import GLUE_TASKS, TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -175,6 +174,8 @@ def write_run_model_card(run_dir: str | os.PathLike[str], model_id: str | None =
         args = SimpleNamespace(**json.loads((run / TRAINING_ARGS_FILE).read_text()))
         steps = max((int(h["step"]) for h in history if "step" in h), default=None)
         hyperparameters = training_hyperparameters(args, steps)
+    from .task_best import TRAINER_STATE, read_task_bests  # here: it imports the Trainer's callbacks (and so peft)
+
     bests = read_task_bests(run / TRAINER_STATE) if (run / TRAINER_STATE).is_file() else {}
     return write_model_card(run, config, history, hyperparameters, model_id=model_id, task_bests=bests, **kwargs)
 
