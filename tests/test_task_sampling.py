@@ -4,11 +4,14 @@ in test_distributed.py, resume in test_resume.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
+import conftest
 import pytest
 import torch
-from resume_worker import make_datasets, make_trainer, one_thread, training_args
+from resume_worker import make_datasets, make_trainer, one_thread, tasks, training_args
 
 from hf_mtl.training_args import MultiTaskTrainingArguments
 from hf_mtl.weighting import WEIGHTINGS
@@ -38,14 +41,8 @@ def test_the_strategies_that_step_on_one_task():
     ("geometric+grad_normalize", "grad_normalize cannot step on one task"),
 ])
 def test_one_per_step_refuses_strategies_that_need_every_task(name, reason, tmp_path):
-    with pytest.raises(ValueError, match=f"--task_sampling one_per_step --weighting {re_escape(name)}: .*{reason}"):
+    with pytest.raises(ValueError, match=f"--task_sampling one_per_step --weighting {re.escape(name)}: .*{reason}"):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), weighting=name, task_sampling="one_per_step")
-
-
-def re_escape(text: str) -> str:
-    import re
-
-    return re.escape(text)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -56,7 +53,7 @@ def re_escape(text: str) -> str:
     ({"sampling_alpha_end": 0.5}, "drop it, or pass --sampling_schedule linear"),
 ])
 def test_bad_sampling_flags_are_refused(flags, message, tmp_path):
-    with pytest.raises(ValueError, match=re_escape(message)):
+    with pytest.raises(ValueError, match=re.escape(message)):
         MultiTaskTrainingArguments(output_dir=str(tmp_path), **flags)
 
 
@@ -142,15 +139,9 @@ def test_the_engine_refuses_a_missing_task_for_a_strategy_that_needs_all(tmp_pat
 
 
 def test_oversample_from_a_task_file_reaches_the_sampler(tmp_path, uneven_data, tokenizer):
-    import dataclasses
-
-    from resume_worker import tasks
-
     specs = [dataclasses.replace(s, oversample=4.0) if s.name == "mrpc" else s for s in tasks()]
     args = training_args(tmp_path, "equal", max_steps=1, save_strategy="no")
-    from conftest import make_trainer as make
-
-    trainer = make(args, uneven_data, tokenizer, tasks=specs)
+    trainer = conftest.make_trainer(args, uneven_data, tokenizer, tasks=specs)
     trainer.get_train_dataloader()
     # α = 0: equal shares times the factors 1, 1, 4 -> 12 rows split 2, 2, 8
     assert trainer._train_batch_sampler.step_rows(0).tolist() == [2, 2, 8]
