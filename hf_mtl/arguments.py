@@ -146,7 +146,9 @@ def config_to_argv(path: str) -> list[str]:
     no check against any parser: `hf-mtl bench quality` uses it for its own keys too)."""
     argv: list[str] = []
     for key, value in read_config(path).values.items():
-        if isinstance(value, list):
+        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+            argv += [f"--{key}", json.dumps(value)]  # a task list with entries: parsed by hf_mtl.task_file
+        elif isinstance(value, list):
             argv += [f"--{key}", *map(str, value)]
         elif isinstance(value, dict):
             argv += [f"--{key}", json.dumps(value)]

@@ -63,6 +63,8 @@ class GridRun:
     entry: str
     seed: int
     tasks: tuple[str, ...]
+    #: Each task as `--tasks` takes it: its name, or its task-file entry as JSON (default: the names).
+    task_entries: tuple[str, ...] = ()
 
     @property
     def single_task(self) -> bool:
@@ -75,13 +77,21 @@ class GridRun:
 
     def train_flags(self) -> list[str]:
         """The flags that make this grid point: tasks, weighting (+ its options) and seed."""
+        entries = dict(zip(self.tasks, self.task_entries or self.tasks))
         if self.single_task:
-            return ["--tasks", self.entry[7:], "--weighting", REFERENCE, "--seed", str(self.seed)]
+            return ["--tasks", task_flag([entries[self.entry[7:]]]), "--weighting", REFERENCE, "--seed", str(self.seed)]
         name, options = parse_entry(self.entry)
-        flags = ["--tasks", ",".join(self.tasks), "--weighting", name, "--seed", str(self.seed)]
+        flags = ["--tasks", task_flag(list(entries.values())), "--weighting", name, "--seed", str(self.seed)]
         for key, value in options.items():
             flags += [f"--{key}", value]
         return flags
+
+
+def task_flag(entries: Sequence[str]) -> str:
+    """The `--tasks` value of a run: comma-separated names, or a JSON list when a task is a task-file entry."""
+    if not any(e.startswith("{") for e in entries):
+        return ",".join(entries)
+    return "[" + ", ".join(e if e.startswith("{") else json.dumps(e) for e in entries) + "]"
 
 
 def parse_entry(entry: str) -> tuple[str, dict[str, str]]:
@@ -100,10 +110,12 @@ def parse_entry(entry: str) -> tuple[str, dict[str, str]]:
 
 @dataclass
 class QualityConfig:
-    """The grid of one `hf-mtl bench quality` run (see the module docstring)."""
+    """The grid of one `hf-mtl bench quality` run (see the module docstring). `tasks` are the task names;
+    `task_entries` their task-file entries as JSON, when the task set is a task list (own tasks beside GLUE)."""
 
     output_dir: str
     tasks: list[str] = field(default_factory=lambda: ["sst2", "mrpc", "stsb", "wnli"])
+    task_entries: list[str] = field(default_factory=list)
     weightings: list[str] = field(default_factory=lambda: ["all"])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     single_task: bool = True
@@ -130,13 +142,35 @@ class QualityConfig:
         entries = self.entries()
         singles = [f"single:{t}" for t in self.tasks] if self.single_task else []
         entries = entries[:1] + singles + entries[1:]
-        return [GridRun(entry, seed, tuple(self.tasks)) for entry in entries for seed in self.seeds]
+        return [GridRun(entry, seed, tuple(self.tasks), tuple(self.task_entries)) for entry in entries
+                for seed in self.seeds]
+
+    def specs(self) -> list[Any]:
+        """The tasks as `TaskSpec`s (for their evaluation keys)."""
+        from ..task_file import parse_task_list
+
+        return parse_task_list(task_flag(self.task_entries or self.tasks))
 
 
 def _list(value: Any) -> list[str]:
     """`a,b c` or [`a,b`, `c`] -> [a, b, c]."""
     items = value if isinstance(value, (list, tuple)) else [value]
     return [v.strip() for item in items for v in str(item).split(",") if v.strip()]
+
+
+def _task_list(value: Any) -> tuple[list[str], list[str]]:
+    """--tasks as given (names, or the JSON list a config's `tasks:` list of entries becomes): (names, entries
+    as JSON; empty when every task is a plain name). The entries are checked here, before any run."""
+    from ..task_file import parse_task_list
+
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if len(items) == 1 and str(items[0]).strip().startswith("["):
+        raw = json.loads(str(items[0]))
+        names = [spec.name for spec in parse_task_list(raw)]
+        return names, [json.dumps(item) if isinstance(item, Mapping) else str(item) for item in raw]
+    names = _list(value)
+    parse_task_list(",".join(names))
+    return names, []
 
 
 def _int_list(value: Any) -> list[int]:
@@ -197,7 +231,7 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
             )
     config = QualityConfig(output_dir=values["output_dir"], train_args=list(train_args))
     if "tasks" in values:
-        config.tasks = _list(values["tasks"])
+        config.tasks, config.task_entries = _task_list(values["tasks"])
     if "weightings" in values:
         config.weightings = _list(values["weightings"])
     if "seeds" in values:
@@ -281,13 +315,12 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
 # Summaries
 
 
-def _task_metrics(metrics: Mapping[str, float], tasks: Sequence[str]) -> dict[str, dict[str, float]]:
+def _task_metrics(metrics: Mapping[str, float], specs: Sequence[Any]) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} from the `eval_<key>_<metric>` keys of a run; a task evaluated on several
     splits (MNLI matched and mismatched) gets the mean over its splits, as its GLUE score does."""
     from ..plotting import EVAL_BOOKKEEPING
-    from ..tasks import parse_tasks
 
-    keys = {key: spec.name for spec in parse_tasks(",".join(tasks)) for key in spec.eval_keys().values()}
+    keys = {key: spec.name for spec in specs for key in spec.eval_keys().values()}
     found: dict[str, dict[str, list[float]]] = {}
     for name, value in metrics.items():
         for key, task in keys.items():
@@ -302,14 +335,14 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
     seed are combined into one `single-task` row."""
     from ..metrics import glue_score, task_score
 
-    tasks = list(config.tasks)
+    tasks, specs = list(config.tasks), config.specs()
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
     failures = []
     for result in results:
         if result.get("error"):
             failures.append(f"{result['entry']} seed {result['seed']}: {result['error']}")
             continue
-        metrics = _task_metrics(result["metrics"], tasks)
+        metrics = _task_metrics(result["metrics"], specs)
         row = "single-task" if result["entry"].startswith("single:") else result["entry"]
         cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0})
         cell["metrics"].update(metrics)
