@@ -114,6 +114,13 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Longer inputs are truncated (batches are padded dynamically)."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep the first N training rows of each task."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep the first N rows of each evaluation split."})
+    validation_split_percentage: float | None = field(
+        default=None,
+        metadata={"help": "Evaluate on a fixed random P%% of each task's training rows (after --max_train_samples), "
+                  "held out from training, instead of its dev split: for choosing hyperparameters without looking at "
+                  "dev (bench quality's static:tuned does). Like run_mlm.py's flag, but used even when a dev split "
+                  "exists."},
+    )
     eval_available_only: bool = field(
         default=False,
         metadata={"help": "With --do_eval, evaluate the tasks whose evaluation file exists and leave out the others "
@@ -126,6 +133,10 @@ class DataArguments:
         _check_count("max_seq_length", self.max_seq_length, 1, "tokens per input; 128 is the usual GLUE value")
         for name in ("max_train_samples", "max_eval_samples"):
             _check_count(name, getattr(self, name), 1, "rows kept per task", unset="every row is kept")
+        percentage = self.validation_split_percentage
+        if percentage is not None and not (isinstance(percentage, (int, float)) and 0 < percentage < 100):
+            raise ValueError(f"--validation_split_percentage must be a percentage between 0 and 100 (exclusive), got "
+                             f"{percentage!r}; e.g. 10 evaluates on a tenth of the training rows. Unset: the dev split.")
 
 
 def _check_count(flag: str, value: Any, minimum: int, meaning: str, unset: str | None = None) -> None:

@@ -515,6 +515,27 @@ def cap_rows(dataset_dict: datasets.DatasetDict, max_train_samples: int | None =
     return datasets.DatasetDict(capped)
 
 
+#: The held-out rows of --validation_split_percentage are the same in every run, whatever its --seed.
+HOLD_OUT_SEED = 0
+
+
+def hold_out(dataset_dict: datasets.DatasetDict, spec: TaskSpec, percentage: float) -> datasets.DatasetDict:
+    """A fixed random `percentage`% of the `"train"` rows as every evaluation split of `spec`; training keeps the
+    other rows, in their order. The draw depends on the number of rows only (`HOLD_OUT_SEED`), so every run of a
+    search evaluates on the same rows."""
+    train = dataset_dict["train"]
+    held = round(len(train) * percentage / 100)
+    if not 0 < held < len(train):
+        raise ValueError(f"--validation_split_percentage={percentage}: task {spec.name!r} has {len(train)} training "
+                         f"rows, so it would hold out {held}; give a percentage that leaves at least one row on each "
+                         "side, or more training rows (--max_train_samples).")
+    chosen = np.zeros(len(train), dtype=bool)
+    chosen[np.random.default_rng(HOLD_OUT_SEED).choice(len(train), held, replace=False)] = True
+    evaluation = train.select(np.flatnonzero(chosen))
+    return datasets.DatasetDict({"train": train.select(np.flatnonzero(~chosen)),
+                                 **{split: evaluation for split in spec.eval_splits}})
+
+
 def tokenize_splits(dataset_dict: datasets.DatasetDict, spec: TaskSpec, tokenizer: Any,
                     max_seq_length: int = 128) -> datasets.DatasetDict:
     """Tokenise prepared splits into model inputs: `input_ids`, `attention_mask`, `token_type_ids`

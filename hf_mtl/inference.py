@@ -152,8 +152,9 @@ def _evaluate_model(model: MultiTaskModel, tokenizer: Any, specs: Sequence[TaskS
     from .arguments import DataArguments
     from .pipeline import load_tasks, tokenize_tasks
 
-    # Training sets are not used: one training row is enough (GLUE folders are read whole, then capped).
-    data_args = dataclasses.replace(data_args or DataArguments(), max_train_samples=1)
+    # Training sets are not used: one training row is enough (GLUE folders are read whole, then capped); the
+    # evaluation splits are the dev splits, never held-out training rows.
+    data_args = dataclasses.replace(data_args or DataArguments(), max_train_samples=1, validation_split_percentage=None)
     try:
         loaded, prepared = load_tasks([_evaluation_source(spec) for spec in specs], data_args)
     except FileNotFoundError as error:

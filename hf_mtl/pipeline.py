@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from .arguments import DataArguments, ModelArguments, parse_train_args
 from .checkpoint import last_complete_checkpoint
-from .data import cap_rows, load_task, tokenize_splits
+from .data import cap_rows, hold_out, load_task, tokenize_splits
 from .distributed import end_process_group
 from .lora import is_lora, trainable_counts
 from .metrics import check_metric_names, score_name
@@ -44,13 +44,22 @@ _CHECKPOINT_DIR = re.compile(r"^checkpoint-\d+$")
 
 def load_tasks(tasks: Sequence[TaskSpec], data_args: DataArguments) -> tuple[list[TaskSpec], dict[str, Any]]:
     """Load, validate and cap every task's splits: (the specs with their label sets resolved from the training
-    data, {task: prepared DatasetDict}). A task's own `max_train_samples` / `max_eval_samples` override the flags."""
+    data, {task: prepared DatasetDict}). A task's own `max_train_samples` / `max_eval_samples` override the flags.
+    With --validation_split_percentage the evaluation splits are held-out training rows (`hold_out`), taken from
+    the rows --max_train_samples keeps."""
     resolved, prepared = [], {}
+    percentage = data_args.validation_split_percentage
+    if percentage:
+        logger.warning("--validation_split_percentage %s: every task is evaluated on %s%% of its training rows, "
+                       "held out from training, not on its dev split.", percentage, percentage)
     for spec in tasks:
         spec, splits = load_task(spec, data_args.glue_dir)
         train_cap = spec.max_train_samples or data_args.max_train_samples
         eval_cap = spec.max_eval_samples or data_args.max_eval_samples
         resolved.append(spec)
+        if percentage:
+            splits = hold_out(cap_rows(splits, train_cap), spec, percentage)
+            train_cap = None
         prepared[spec.name] = cap_rows(splits, train_cap, eval_cap)
     return resolved, prepared
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 
 import pytest
@@ -17,11 +18,15 @@ from hf_mtl.bench.quality import (
     RESULT_FILE,
     QualityConfig,
     _holm,
+    _task_metrics,
     compare_to_reference,
+    delta_m,
     markdown_report,
+    parse_entry,
     parse_quality_args,
     summarize,
 )
+from hf_mtl.bench.tuned import TunedSearch, is_tuned, split_entry, weights_flag
 from hf_mtl.cli import main
 from hf_mtl.weighting import WEIGHTINGS
 
@@ -179,3 +184,114 @@ def test_runs_evaluated_during_training_get_their_dev_loss_curves(tmp_path, glue
         line = next(line for line in table.splitlines() if line.startswith(f"| `{row}` |") and "passes" in line)
         assert f"{lowest:.3f} ({step}) → {losses[-1][1]:.3f}; {passes:.2f} passes" in line
     assert "--sampling_alpha 1" in json.loads((out / "runs/equal_sampling_alpha=1/seed1" / RESULT_FILE).read_text())["command"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The tuned weighted-sum baseline (`static:tuned`) and Δm
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
+def test_tuned_candidates_start_at_equal_and_stay_within_the_stated_range(k):
+    tasks = [f"t{i}" for i in range(k)]
+    trials = TunedSearch(trials=12).candidates(tasks)
+    assert len(trials) == 12 and trials[0] == {t: pytest.approx(1 / k, rel=1e-3) for t in tasks}
+    for weights in trials:
+        assert list(weights) == tasks and sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+        assert max(weights.values()) / min(weights.values()) <= 100 * (1 + 1e-3)  # log10 w in [-1, 1] before rescaling
+    assert len({tuple(w.values()) for w in trials}) == 12  # distinct draws
+    assert TunedSearch(trials=12).candidates(tasks) == trials  # the same trials in every sweep
+    assert TunedSearch(trials=3).candidates(tasks) == trials[:3]  # more trials extend the search
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("static:tuned:trials=0", "static:tuned:trials=0; give at least 1 trial"),
+        ("static:tuned:trials=x", "trials takes a number"),
+        ("static:tuned:holdout=100", "static:tuned:holdout=100.0; give the percentage"),
+        ("static:tuned:task_weights=sst2=1", "the search chooses"),
+    ],
+)
+def test_bad_tuned_entries_are_refused_before_anything_runs(tmp_path, entry, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_quality_args(["--output_dir", str(tmp_path), "--weightings", entry]).entries()
+
+
+def test_tuned_entry_splits_search_options_from_train_options():
+    search, rest = split_entry("static:tuned:trials=4:holdout=20:learning_rate=1e-4")
+    assert search == TunedSearch(trials=4, holdout=20.0) and rest == ["learning_rate=1e-4"]
+    assert parse_entry("static:tuned:trials=4:learning_rate=1e-4") == ("static", {"learning_rate": "1e-4"})
+    assert is_tuned("static:tuned") and not is_tuned("static") and not is_tuned("equal:tuned")
+
+
+def test_delta_m_exact_values_and_undefined_cases():
+    baseline = {"sst2": {"accuracy": 0.8}, "stsb": {"pearson": 0.5, "spearmanr": 0.4}}
+    metrics = {"sst2": {"accuracy": 0.88}, "stsb": {"pearson": 0.45, "spearmanr": 0.5}}
+    # sst2: +10 %; stsb: mean(-10 %, +25 %) = +7.5 %; Δm = mean(10, 7.5) = 8.75 %
+    assert delta_m(metrics, baseline) == pytest.approx(8.75)
+    # A lower-is-better metric counts negatively; a negative baseline divides by its size.
+    assert delta_m({"t": {"mse": 0.5}}, {"t": {"mse": 1.0}}) == pytest.approx(50.0)
+    assert delta_m({"t": {"matthews_correlation": 0.1}}, {"t": {"matthews_correlation": -0.2}}) == pytest.approx(150.0)
+    # Extreme scales: the measure is relative, so 1e-8 and 1e8 give the same gain.
+    for scale in (1e-8, 1e8):
+        assert delta_m({"t": {"f1": 1.5 * scale}}, {"t": {"f1": scale}}) == pytest.approx(50.0)
+    assert math.isnan(delta_m(metrics, {"sst2": {"accuracy": 0.0}}))  # no relative gain over 0
+    assert math.isnan(delta_m({"stsb": {"pearson": 0.5}}, baseline))  # a missing metric
+
+
+def test_delta_m_column_is_measured_against_the_single_task_mean_per_seed():
+    config = QualityConfig(output_dir="x", tasks=["sst2"], seeds=[1, 2])
+    results = [_result("equal", 1, sst2_accuracy=0.66), _result("equal", 2, sst2_accuracy=0.72),
+               _result("single:sst2", 1, sst2_accuracy=0.5), _result("single:sst2", 2, sst2_accuracy=0.7)]
+    report = summarize(results, config, command="c")
+    assert report["delta_m"]["equal"] == {1: pytest.approx(10.0), 2: pytest.approx(20.0)}  # vs the baseline 0.6
+    assert report["delta_m"]["single-task"] == {1: pytest.approx(-100 / 6), 2: pytest.approx(100 / 6)}
+    row = next(line for line in markdown_report(report).splitlines() if line.startswith("| `equal`"))
+    assert "| 15.0 ± 7.1 |" in row
+    assert summarize(results[:2], config, command="c")["delta_m"] == {}  # no single-task row, no Δm
+
+
+def test_tuned_baseline_searches_on_held_out_training_rows_and_reuses_its_weights(tmp_path, glue_dir, tiny_checkpoint):
+    out = tmp_path / "sweep"
+    argv = ["bench", "quality", "--output_dir", str(out), "--tasks", "sst2,stsb", "--no_single_task",
+            "--weightings", "equal,static:tuned:trials=3", "--seeds", "1,2", "--model_name_or_path", tiny_checkpoint,
+            "--glue_dir", str(glue_dir), "--max_train_samples", "60", "--max_eval_samples", "16", "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--max_seq_length", "32"]
+    assert main(argv) == 0
+
+    search = json.loads((out / "runs/static_tuned_trials=3/search.json").read_text())
+    assert [t["weights"] for t in search["trials"]] == TunedSearch(trials=3).candidates(["sst2", "stsb"])
+    assert search["seed"] == 1 and search["holdout_percent"] == 10
+    trials = [json.loads((out / f"runs/static_tuned_trials=3/search/trial{i}" / RESULT_FILE).read_text())
+              for i in range(3)]
+    for trial, record in zip(trials, search["trials"]):
+        assert "--validation_split_percentage 10" in trial["command"] and "--seed 1" in trial["command"]
+        assert f"--task_weights {weights_flag(record['weights'])}" in trial["command"]
+        metrics = _task_metrics(trial["metrics"], QualityConfig(output_dir="x", tasks=["sst2", "stsb"]).specs())
+        assert record["score"] == pytest.approx((metrics["sst2"]["accuracy"] + (
+            metrics["stsb"]["pearson"] + metrics["stsb"]["spearmanr"]) / 2) / 2)
+    chosen = max(search["trials"], key=lambda t: t["score"])
+    assert search["weights"] == chosen["weights"]
+    # Held-out rows are not dev rows: the same model (equal's weights, seed 1) scores differently on them.
+    equal = json.loads((out / "runs/equal/seed1" / RESULT_FILE).read_text())
+    assert trials[0]["metrics"]["eval_sst2_accuracy"] != equal["metrics"]["eval_sst2_accuracy"] or \
+        trials[0]["metrics"]["eval_stsb_pearson"] != equal["metrics"]["eval_stsb_pearson"]
+
+    for seed in (1, 2):  # every seed trains on all training rows with the chosen weights, and is scored on dev
+        final = json.loads((out / f"runs/static_tuned_trials=3/seed{seed}" / RESULT_FILE).read_text())
+        assert f"--task_weights {weights_flag(chosen['weights'])}" in final["command"]
+        assert "--validation_split_percentage" not in final["command"] and f"--seed {seed}" in final["command"]
+    table = (out / "results.md").read_text()
+    assert "## `static:tuned:trials=3`: the weight search" in table
+    assert f"Chosen: trial {chosen['trial']}, `--task_weights {weights_flag(chosen['weights'])}`" in table
+    assert f"Search cost: 3 runs, {search['wall_s']:.0f} s" in table
+    report = json.loads((out / "results.json").read_text())
+    tuned_walls = [r["wall_s"] for r in report["runs"] if r["entry"] == "static:tuned:trials=3"]
+    row = next(line for line in table.splitlines() if line.startswith("| `static:tuned:trials=3` |"))
+    assert row.rstrip(" |").endswith(f"| {statistics.mean(tuned_walls) + search['wall_s']:.0f}")  # search counted
+
+    # Resumed: nothing retrains, the same weights are chosen.
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob(f"runs/**/{RESULT_FILE}")}
+    assert main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob(f"runs/**/{RESULT_FILE}")} == stamps
+    assert json.loads((out / "runs/static_tuned_trials=3/search.json").read_text())["weights"] == search["weights"]

@@ -16,6 +16,7 @@ from hf_mtl.data import (
     LabelStatistics,
     cap_rows,
     glue_column_names,
+    hold_out,
     label_statistics,
     load_task_splits,
     prepare_dataset,
@@ -446,6 +447,26 @@ def test_cap_rows_takes_the_first_rows_of_train_and_eval_splits() -> None:
 def test_cap_rows_rejects_a_non_positive_cap() -> None:
     with pytest.raises(ValueError, match=r"--max_eval_samples=0"):
         cap_rows(datasets.DatasetDict({"train": numbered(2)}), max_eval_samples=0)
+
+
+def test_hold_out_moves_a_fixed_random_tenth_of_train_into_every_eval_split() -> None:
+    spec = get_task("mnli")  # two evaluation splits: both get the held-out rows
+    splits = datasets.DatasetDict({"train": numbered(50), "validation_matched": numbered(6)})
+    held = hold_out(splits, spec, 10)
+    evaluation = held["validation_matched"]["label"][:]
+    assert len(evaluation) == 5 and held["validation_mismatched"]["label"][:] == evaluation
+    assert evaluation != [45, 46, 47, 48, 49] and evaluation == sorted(evaluation)  # random rows, in file order
+    train = held["train"]["label"][:]
+    assert sorted(train + evaluation) == list(range(50)) and train == sorted(train)  # a partition; order kept
+    # The same rows whatever else happens (a search scores every trial on them), and for another task.
+    assert hold_out(splits, spec, 10)["validation_matched"]["label"][:] == evaluation
+    assert hold_out(splits, get_task("sst2"), 10)["validation"]["label"][:] == evaluation
+
+
+@pytest.mark.parametrize(("rows", "percentage"), [(5, 5), (5, 95)])
+def test_hold_out_refuses_a_split_that_leaves_a_side_empty(rows: int, percentage: float) -> None:
+    with pytest.raises(ValueError, match=rf"--validation_split_percentage={percentage}: task 'sst2' has {rows} "):
+        hold_out(datasets.DatasetDict({"train": numbered(rows)}), get_task("sst2"), percentage)
 
 
 # --------------------------------------------------------------------------------------------------

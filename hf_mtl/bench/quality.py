@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .tuned import TUNED, TunedSearch, best_trial, is_tuned, split_entry, weights_flag
+
 #: Written by every finished (or failed) run; its presence means "skip on resume".
 RESULT_FILE = "bench_result.json"
 #: Wall time of the attempts that were interrupted, so that a resumed run reports its whole time.
@@ -95,8 +97,11 @@ def task_flag(entries: Sequence[str]) -> str:
 
 
 def parse_entry(entry: str) -> tuple[str, dict[str, str]]:
-    """`power:gamma=-1:other=2` -> (`power`, {gamma: -1, other: 2})."""
+    """`power:gamma=-1:other=2` -> (`power`, {gamma: -1, other: 2}); `static:tuned:...` -> (`static`, its train
+    options), its search options left to `tuned.split_entry`."""
     name, *pairs = entry.split(":")
+    if is_tuned(entry):
+        pairs = split_entry(entry)[1]
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -244,17 +249,18 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
     return config
 
 
-def run_one(run: GridRun, config: QualityConfig) -> dict[str, Any]:
-    """Train and evaluate one grid point (or resume it), record its result, free its disk."""
+def run_one(run: GridRun, config: QualityConfig, extra: Sequence[str] = (), folder: Path | None = None) -> dict[str, Any]:
+    """Train and evaluate one grid point (or resume it), record its result, free its disk. `extra`: flags after the
+    grid point's own (a tuned entry's weights, a search trial's held-out split); `folder`: instead of the grid's."""
     from ..pipeline import train
 
-    folder = Path(config.output_dir) / "runs" / run.folder
+    folder = folder or Path(config.output_dir) / "runs" / run.folder
     result_path = folder / RESULT_FILE
     if result_path.exists():
         return json.loads(result_path.read_text())
     partial_path = folder / PARTIAL_FILE
     earlier = json.loads(partial_path.read_text())["wall_s"] if partial_path.exists() else 0.0
-    argv = _RUN_DEFAULTS + config.train_args + run.train_flags() + ["--output_dir", str(folder)]
+    argv = _RUN_DEFAULTS + config.train_args + run.train_flags() + list(extra) + ["--output_dir", str(folder)]
     start = time.perf_counter()
     result: dict[str, Any] = {**asdict(run), "command": "hf-mtl train " + shlex.join(argv), "resumed": earlier > 0}
     folder.mkdir(parents=True, exist_ok=True)
@@ -293,14 +299,18 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     # Bad train flags (shared, or one entry's `NAME:key=value`) fail here, before the first run, not after an
     # hour of sweeping.
     for run in {run.entry: run for run in grid}.values():
-        parse_train_args(_RUN_DEFAULTS + config.train_args + run.train_flags() + ["--output_dir", config.output_dir])
+        extra = []
+        if is_tuned(run.entry):
+            search = split_entry(run.entry)[0]
+            extra = _trial_flags(run, search.candidates(run.tasks)[0], search)
+        parse_train_args(_RUN_DEFAULTS + config.train_args + run.train_flags() + extra + ["--output_dir", config.output_dir])
     datasets.disable_progress_bars()
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     results = []
     with tqdm(grid, desc="bench quality", unit="run", disable=not progress, file=sys.stderr) as bar:
         for run in bar:
             bar.set_postfix_str(f"{run.entry} seed {run.seed}")
-            results.append(run_one(run, config))
+            results.append(run_tuned(run, config, bar) if is_tuned(run.entry) else run_one(run, config))
     report = summarize(results, config, command="hf-mtl bench quality " + shlex.join(argv))
     out = Path(config.output_dir)
     (out / "results.json").write_text(json.dumps({"command": report["command"], "runs": results}, indent=2))
@@ -309,6 +319,54 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     if report["curves"]:
         plot_dev_losses(report, out / "results_dev_loss.png")
     return report
+
+
+def _trial_flags(run: GridRun, weights: Mapping[str, float], search: TunedSearch) -> list[str]:
+    """The flags of a search trial of `run` beside the grid point's own."""
+    return ["--task_weights", weights_flag(weights), "--validation_split_percentage", f"{search.holdout:g}"]
+
+
+def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any]:
+    """The random search of a `static:tuned` entry (`tuned`), run or resumed: every trial trains with the grid's
+    first seed on the training rows minus the held-out ones and is scored on those. Returns the search record
+    (trials with weights, held-out score, wall time; the chosen weights; the total wall time), also written to
+    `runs/<entry>/search.json`."""
+    search, _ = split_entry(run.entry)
+    first = GridRun(run.entry, config.seeds[0], run.tasks, run.task_entries)
+    base = Path(config.output_dir) / "runs" / run.folder.rsplit("/", 1)[0] / "search"
+    specs = config.specs()
+    trials = []
+    for index, weights in enumerate(search.candidates(run.tasks)):
+        if bar is not None:
+            bar.set_postfix_str(f"{run.entry} search trial {index + 1}/{search.trials}")
+        result = run_one(first, config, _trial_flags(first, weights, search), folder=base / f"trial{index}")
+        score = None
+        if not result.get("error"):
+            from ..metrics import glue_score, task_score
+
+            metrics = _task_metrics(result["metrics"], specs)
+            if all(t in metrics for t in run.tasks):
+                score = glue_score({t: task_score(metrics[t]) for t in run.tasks})
+        trials.append({"trial": index, "weights": weights, "score": score, "wall_s": result["wall_s"],
+                       "error": result.get("error")})
+    record = {"trials": trials, "holdout_percent": search.holdout, "seed": first.seed,
+              "wall_s": sum(t["wall_s"] for t in trials)}
+    record["weights"] = dict(best_trial(trials)["weights"])
+    (base.parent / "search.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def run_tuned(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any]:
+    """A `static:tuned` grid point: the search (once for all seeds), then this seed's run with the chosen weights
+    on all training rows, evaluated on dev. Its result records the search."""
+    try:
+        search = run_search(run, config, bar)
+    except RuntimeError as error:
+        return {**asdict(run), "error": str(error), "wall_s": 0.0, "metrics": {}}
+    if bar is not None:
+        bar.set_postfix_str(f"{run.entry} seed {run.seed}")
+    result = run_one(run, config, ["--task_weights", weights_flag(search["weights"])])
+    return {**result, TUNED: search}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -337,7 +395,8 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
 
     tasks, specs = list(config.tasks), config.specs()
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
-    failures = []
+    failures: list[str] = []
+    searches: dict[str, Any] = {}
     for result in results:
         if result.get("error"):
             failures.append(f"{result['entry']} seed {result['seed']}: {result['error']}")
@@ -346,7 +405,10 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
         row = "single-task" if result["entry"].startswith("single:") else result["entry"]
         cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0})
         cell["metrics"].update(metrics)
-        cell["wall_s"] += result["wall_s"]
+        # A tuned row's model costs its run and the whole search that chose its weights.
+        cell["wall_s"] += result["wall_s"] + result.get(TUNED, {}).get("wall_s", 0.0)
+        if TUNED in result:
+            searches[row] = result[TUNED]
     rows = {}
     for row, seeds in per_seed.items():
         complete = {s: c for s, c in seeds.items() if all(t in c["metrics"] for t in tasks)}
@@ -356,11 +418,52 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
             cell["task_scores"] = {t: task_score(cell["metrics"][t]) for t in tasks}
             cell["glue_score"] = glue_score(cell["task_scores"])
         rows[row] = complete
+    from ..metrics import score_name
+
     report = {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
+              "score_label": "GLUE score" if score_name(specs) == "glue_score" else "macro score",
               "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
     report["comparisons"] = {row: c for row in rows if (c := compare_to_reference(report, row))}
+    report["delta_m"] = delta_m_by_seed(rows)
+    report["searches"] = searches
     report["curves"] = dev_loss_curves(results, config)
     return report
+
+
+#: Metric names (suffixes) where lower is better: their relative gain counts negatively in Δm.
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error")
+#: The row Δm is measured against.
+SINGLE_TASK = "single-task"
+
+
+def delta_m(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, Mapping[str, float]]) -> float:
+    """Δm in %, the multi-task performance measure of Maninis et al. (CVPR 2019) as LibMTL reports it: the mean over
+    tasks of the mean over the task's metrics of the relative gain over the single-task model,
+    Δm = 100/T Σ_t 1/N_t Σ_i s_i (M_t,i − B_t,i) / |B_t,i| (s_i = −1 for a lower-is-better metric, else +1).
+    NaN when a baseline metric is 0 (no relative gain is defined) or a metric is missing."""
+    gains = []
+    for task, base in baseline.items():
+        task_gains = []
+        for name, b in base.items():
+            value = metrics.get(task, {}).get(name)
+            if value is None or b == 0:
+                return math.nan
+            sign = -1.0 if any(name.endswith(suffix) for suffix in LOWER_IS_BETTER) else 1.0
+            task_gains.append(sign * (value - b) / abs(b))
+        gains.append(statistics.mean(task_gains))
+    return 100.0 * statistics.mean(gains)
+
+
+def delta_m_by_seed(rows: Mapping[str, Mapping[int, Mapping[str, Any]]]) -> dict[str, dict[int, float]]:
+    """{row: {seed: Δm}} of every row against the single-task row's metrics averaged over its seeds (the
+    single-task row itself too: its spread around 0 is the seed noise of the baseline). Empty without it."""
+    single = rows.get(SINGLE_TASK)
+    if not single:
+        return {}
+    baseline = {task: {name: statistics.mean(c["metrics"][task][name] for c in single.values())
+                       for name in next(iter(single.values()))["metrics"][task]}
+                for task in next(iter(single.values()))["metrics"]}
+    return {row: {seed: delta_m(cell["metrics"], baseline) for seed, cell in seeds.items()} for row, seeds in rows.items()}
 
 
 def dev_loss_curves(results: Sequence[Mapping[str, Any]], config: QualityConfig) -> dict[str, dict[str, Any]]:
@@ -427,6 +530,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     """The results table, with the command on top and a one-paragraph reading of it below."""
     tasks = report["tasks"]
     columns = [(t, m) for t in tasks for m in report["metric_names"][t]]
+    score = report.get("score_label", "GLUE score")
     lines = [
         "# Weighting strategies compared (`hf-mtl bench quality`)",
         "",
@@ -435,34 +539,66 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         "```",
         "",
         (f"Dev metrics ×100, mean ± standard deviation over seeds {', '.join(map(str, report['seeds']))}. "
-         f"GLUE score: mean over tasks of each task's mean metric. Δ: GLUE-score difference to `{REFERENCE}` "
+         f"{score}: mean over tasks of each task's mean metric. Δ: {score} difference to `{REFERENCE}` "
          "with the same seed (same data order), averaged; p: paired t-test over seeds (uncorrected for the "
-         "number of strategies). `single-task`: each task trained alone with the same flags, one model per task. "
-         "Time: wall seconds per run (single-task: all its task runs)."),
+         "number of strategies). Δm: mean relative gain (%) over the single-task models' metrics (averaged over "
+         "their seeds), per seed, then mean ± standard deviation (Maninis et al. 2019, as LibMTL reports it). "
+         "`single-task`: each task trained alone with the same flags, one model per task. "
+         "Time: wall seconds to get one model of the row (single-task: all its task runs; `static:tuned`: its run "
+         "plus the whole weight search)."),
         "",
-        "| strategy | " + " | ".join(f"{t} {m}" for t, m in columns) + " | GLUE score | Δ vs equal | p | seeds | time (s) |",
-        "|---|" + "---:|" * (len(columns) + 5),
+        "| strategy | " + " | ".join(f"{t} {m}" for t, m in columns) + f" | {score} | Δ vs equal | p | Δm % | seeds | "
+        "time (s) |",
+        "|---|" + "---:|" * (len(columns) + 6),
     ]
     best = max(report["rows"], key=lambda r: _mean_std([c["glue_score"] for c in report["rows"][r].values()])[0],
                default=None)
     for row, seeds in report["rows"].items():
         cells = [_fmt([c["metrics"][t][m] for c in seeds.values() if m in c["metrics"][t]]) for t, m in columns]
-        score = _fmt([c["glue_score"] for c in seeds.values()])
+        value = _fmt([c["glue_score"] for c in seeds.values()])
         comparison = report["comparisons"].get(row)
         delta = f"{comparison[0] * 100:+.1f}" if comparison else "–"
         p = f"{comparison[1]:.2f}" if comparison and not math.isnan(comparison[1]) else "–"
+        gains = list(report.get("delta_m", {}).get(row, {}).values())
+        dm = _fmt(gains, scale=1.0) if gains and not any(math.isnan(g) for g in gains) else "–"
         time_s = _mean_std([c["wall_s"] for c in seeds.values()])[0]
         name = f"`{row}`" if row != "single-task" else "single-task"
         if row == best:
-            score = f"**{score}**"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {score} | {delta} | {p} | {len(seeds)} | {time_s:.0f} |")
+            value = f"**{value}**"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {value} | {delta} | {p} | {dm} | {len(seeds)} | "
+                     f"{time_s:.0f} |")
     lines += ["", reading(report)]
+    for row, search in report.get("searches", {}).items():
+        lines += _search_table(row, search, score)
     if report["failures"]:
         lines += ["", "Failed runs (not in the table):", ""] + [f"- {f}" for f in report["failures"]]
     lines += ["", "![GLUE score per strategy and per-task differences to equal](results.png)", ""]
     if report.get("curves"):
         lines += _dev_loss_table(report)
     return "\n".join(lines)
+
+
+def _search_table(row: str, search: Mapping[str, Any], score: str) -> list[str]:
+    """The weight search of a tuned row: every trial's weights and held-out score, the chosen one, the cost."""
+    trials = search["trials"]
+    tasks = list(trials[0]["weights"])
+    chosen = best_trial(trials)["trial"]
+    lines = [f"## `{row}`: the weight search", "",
+             (f"Random search (`hf_mtl/bench/tuned.py`): {len(trials)} trials, each a full run with seed {search['seed']} "
+              f"on the training rows minus a held-out {search['holdout_percent']:g}% of them, scored by the {score} "
+              "on those held-out rows (never on dev). Trial 0 is `equal`'s weights; the others draw log10 w uniformly "
+              "in [−1, 1], rescaled to sum to 1. "
+              f"Chosen: trial {chosen}, `--task_weights {weights_flag(trials[chosen]['weights'])}`. Search cost: "
+              f"{len(trials)} runs, {search['wall_s']:.0f} s of wall time, counted in the row's time."), "",
+             "| trial | " + " | ".join(f"w {t}" for t in tasks) + f" | held-out {score} | time (s) |",
+             "|---:|" + "---:|" * (len(tasks) + 2)]
+    for trial in trials:
+        value = "failed" if trial["score"] is None else f"{trial['score'] * 100:.1f}"
+        if trial["trial"] == chosen:
+            value = f"**{value}**"
+        lines.append(f"| {trial['trial']} | " + " | ".join(f"{trial['weights'][t]:.3g}" for t in tasks)
+                     + f" | {value} | {trial['wall_s']:.0f} |")
+    return [*lines, ""]
 
 
 def _dev_loss_table(report: Mapping[str, Any]) -> list[str]:
