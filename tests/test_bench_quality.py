@@ -295,3 +295,20 @@ def test_tuned_baseline_searches_on_held_out_training_rows_and_reuses_its_weight
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob(f"runs/**/{RESULT_FILE}")} == stamps
     assert json.loads((out / "runs/static_tuned_trials=3/search.json").read_text())["weights"] == search["weights"]
+
+
+def test_every_row_is_compared_with_the_tuned_weighted_sum_with_holm():
+    config = QualityConfig(output_dir="x", tasks=["sst2"], seeds=[1, 2, 3])
+    search = {"trials": [{"trial": 0, "weights": {"sst2": 1.0}, "score": 0.7, "wall_s": 5.0, "error": None}],
+              "holdout_percent": 10.0, "seed": 1, "wall_s": 5.0, "weights": {"sst2": 1.0}}
+    scores = {"equal": (0.60, 0.62, 0.61), "static:tuned": (0.70, 0.71, 0.69), "geometric": (0.71, 0.73, 0.70)}
+    results = [{**_result(row, seed, sst2_accuracy=value), **({"tuned": search} if row == "static:tuned" else {})}
+               for row, values in scores.items() for seed, value in enumerate(values, start=1)]
+    table = markdown_report(summarize(results, config, command="c"))
+    section = table.split("### Against `static:tuned`")[1]
+    p_equal = stats.ttest_rel(scores["equal"], scores["static:tuned"]).pvalue
+    p_geometric = stats.ttest_rel(scores["geometric"], scores["static:tuned"]).pvalue
+    assert f"| `equal` | -9.0 | {p_equal:.2f} | yes | 3 |" in section  # p ≈ 0.002 < 0.05 / 2
+    assert f"| `geometric` | +1.3 | {p_geometric:.2f} | no | 3 |" in section
+    row = next(line for line in table.splitlines() if line.startswith("| `static:tuned` |"))
+    assert row.endswith("| 3 | 15 |")  # 10 s of run + 5 s of search

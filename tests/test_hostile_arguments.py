@@ -235,6 +235,10 @@ def test_the_data_arguments_refuse_a_bad_count(flag, value, requirement):
     (["--max_seq_length", "0"], "--max_seq_length must be a whole number >= 1"),
     (["--max_train_samples", "-3"], "--max_train_samples must be a whole number >= 1"),
     (["--classifier_dropout", "1.5"], "--classifier_dropout must be a probability in [0, 1)"),
+    (["--validation_split_percentage", "100"], "--validation_split_percentage must be a percentage between 0 and 100"),
+    (["--validation_split_percentage", "0"], "--validation_split_percentage must be a percentage between 0 and 100"),
+    (["--validation_split_percentage", "99", "--max_train_samples", "16"],
+     "--validation_split_percentage=99.0: task 'sst2' has 16 training rows, so it would hold out 16"),
 ])
 def test_hf_mtl_train_refuses_a_bad_count_before_training(flags, message, tmp_path, tiny_checkpoint, glue_dir, capsys):
     out = tmp_path / "out"

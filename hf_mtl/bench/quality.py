@@ -1,7 +1,7 @@
 """`hf-mtl bench quality`: which weighting should I use? A grid of strategies × seeds on your tasks.
 
     hf-mtl bench quality [CONFIG.yaml] --output_dir DIR [--tasks sst2,mrpc,stsb,wnli]
-        [--weightings equal,geometric,power:gamma=-1,...|all] [--seeds 1,2,3] [--no_single_task]
+        [--weightings equal,geometric,power:gamma=-1,static:tuned,...|all] [--seeds 1,2,3] [--no_single_task]
         [--keep_models] [any `hf-mtl train` flag: --max_steps 100 --learning_rate 1e-4 ...]
 
 Every grid point is one ordinary `hf-mtl train --do_train --do_eval` run (same data, same model, same
@@ -16,8 +16,14 @@ resumes from its last checkpoint (the flags decide the checkpoint schedule, e.g.
 and its wall time adds up over the attempts. A run that fails (e.g. diverges under `--nan_policy
 raise`) records its error and the sweep goes on; delete its folder to retry it.
 
+The tuned weighted-sum baseline, `static:tuned` (`static:tuned:trials=8:holdout=10`, the defaults): a random
+search over `--task_weights`, each trial a full run scored on held-out training rows (`--validation_split_percentage`),
+never on dev; its best weights then train every seed (`hf_mtl.bench.tuned` has the details). Its row's time counts
+the whole search, and `results.md` lists every trial and compares every row with it (Holm-corrected).
+
 Results: `DIR/results.md` (per-task dev metrics and the GLUE score as mean ± standard deviation over
-seeds, the difference to `equal` with a paired t-test over seeds, wall time per run; the exact command
+seeds, the difference to `equal` with a paired t-test over seeds, Δm, the mean relative gain over the
+single-task models, as mean ± standard deviation over seeds, wall time per model; the exact command
 at the top), `DIR/results.png` (GLUE score per strategy with error bars; per-task score differences to
 `equal`) and `DIR/results.json` (every run). Runs that evaluate during training (`--eval_strategy steps`)
 also get each task's dev loss over the steps: a table in results.md and `DIR/results_dev_loss.png`. Model
@@ -50,6 +56,10 @@ RESULT_FILE = "bench_result.json"
 PARTIAL_FILE = "bench_partial.json"
 #: The reference strategy every difference is taken against.
 REFERENCE = "equal"
+#: The row of the single-task models, which Δm is measured against.
+SINGLE_TASK = "single-task"
+#: Metric names (suffixes) where lower is better: their relative gain counts negatively in Δm.
+LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error")
 #: `all` leaves out the strategies that cannot run on their defaults.
 NOT_IN_ALL = ("static",)
 #: Flags the grid sets per run; passing them as `hf-mtl train` flags would be ambiguous.
@@ -206,7 +216,9 @@ def quality_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", help="sweep folder: runs/, results.md, results.png, results.json")
     parser.add_argument("--tasks", nargs="+", help="task set (default sst2,mrpc,stsb,wnli)")
     parser.add_argument("--weightings", nargs="+",
-                        help="grid entries (comma- or space-separated), NAME or NAME:key=value, or `all` (default)")
+                        help="grid entries (comma- or space-separated), NAME or NAME:key=value, or `all` (default); "
+                        "static:tuned[:trials=8:holdout=10] is a weighted sum with weights chosen by a random search "
+                        "scored on held-out training rows (its cost counted)")
     parser.add_argument("--seeds", nargs="+", help="seeds, comma- or space-separated (default 1,2,3)")
     parser.add_argument("--single_task", type=_bool, nargs="?", const=True, help="also train each task alone (default true)")
     parser.add_argument("--no_single_task", dest="single_task", action="store_false", help="skip the single-task baselines")
@@ -402,7 +414,7 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
             failures.append(f"{result['entry']} seed {result['seed']}: {result['error']}")
             continue
         metrics = _task_metrics(result["metrics"], specs)
-        row = "single-task" if result["entry"].startswith("single:") else result["entry"]
+        row = SINGLE_TASK if result["entry"].startswith("single:") else result["entry"]
         cell = per_seed.setdefault(row, {}).setdefault(result["seed"], {"metrics": {}, "wall_s": 0.0})
         cell["metrics"].update(metrics)
         # A tuned row's model costs its run and the whole search that chose its weights.
@@ -428,12 +440,6 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
     report["searches"] = searches
     report["curves"] = dev_loss_curves(results, config)
     return report
-
-
-#: Metric names (suffixes) where lower is better: their relative gain counts negatively in Δm.
-LOWER_IS_BETTER = ("loss", "mse", "mae", "rmse", "error")
-#: The row Δm is measured against.
-SINGLE_TASK = "single-task"
 
 
 def delta_m(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, Mapping[str, float]]) -> float:
@@ -510,12 +516,14 @@ def _fmt(values: Sequence[float], scale: float = 100.0) -> str:
     return f"{mean:.1f}" if math.isnan(std) else f"{mean:.1f} ± {std:.1f}"
 
 
-def compare_to_reference(report: Mapping[str, Any], row: str) -> tuple[float, float, int] | None:
-    """(mean difference of the GLUE score to `equal`, paired t-test p-value, seeds paired), or None."""
+def compare_to_reference(report: Mapping[str, Any], row: str, reference_row: str = REFERENCE
+                         ) -> tuple[float, float, int] | None:
+    """(mean difference of the GLUE score to `reference_row`'s (`equal`), paired t-test p-value, seeds paired),
+    or None."""
     from scipy import stats
 
-    reference, other = report["rows"].get(REFERENCE), report["rows"].get(row)
-    if row == REFERENCE or not reference or not other:
+    reference, other = report["rows"].get(reference_row), report["rows"].get(row)
+    if row == reference_row or not reference or not other:
         return None
     seeds = sorted(set(reference) & set(other))
     diffs = [other[s]["glue_score"] - reference[s]["glue_score"] for s in seeds]
@@ -562,7 +570,7 @@ def markdown_report(report: Mapping[str, Any]) -> str:
         gains = list(report.get("delta_m", {}).get(row, {}).values())
         dm = _fmt(gains, scale=1.0) if gains and not any(math.isnan(g) for g in gains) else "–"
         time_s = _mean_std([c["wall_s"] for c in seeds.values()])[0]
-        name = f"`{row}`" if row != "single-task" else "single-task"
+        name = f"`{row}`" if row != SINGLE_TASK else SINGLE_TASK
         if row == best:
             value = f"**{value}**"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {value} | {delta} | {p} | {dm} | {len(seeds)} | "
@@ -570,6 +578,8 @@ def markdown_report(report: Mapping[str, Any]) -> str:
     lines += ["", reading(report)]
     for row, search in report.get("searches", {}).items():
         lines += _search_table(row, search, score)
+        if row in report["rows"]:
+            lines += _against_tuned(report, row, score)
     if report["failures"]:
         lines += ["", "Failed runs (not in the table):", ""] + [f"- {f}" for f in report["failures"]]
     lines += ["", "![GLUE score per strategy and per-task differences to equal](results.png)", ""]
@@ -598,6 +608,24 @@ def _search_table(row: str, search: Mapping[str, Any], score: str) -> list[str]:
             value = f"**{value}**"
         lines.append(f"| {trial['trial']} | " + " | ".join(f"{trial['weights'][t]:.3g}" for t in tasks)
                      + f" | {value} | {trial['wall_s']:.0f} |")
+    return [*lines, ""]
+
+
+def _against_tuned(report: Mapping[str, Any], tuned: str, score: str) -> list[str]:
+    """Every other multi-task row against the tuned weighted sum: does a method beat a tuned static weighting?"""
+    compared = {row: c for row in report["rows"] if row not in (tuned, SINGLE_TASK)
+                if (c := compare_to_reference(report, row, tuned))}
+    if not compared:
+        return []
+    holm = _holm(compared)
+    lines = [f"### Against `{tuned}`", "",
+             (f"{score} difference to the tuned weighted sum with the same seed, averaged; p: paired t-test over seeds; "
+              f"Holm: whether it survives Holm's correction for the {len(compared)} comparisons of this table."), "",
+             "| strategy | Δ | p | Holm | seeds |", "|---|---:|---:|---|---:|"]
+    for row, (delta, p, n) in compared.items():
+        p_text = "–" if math.isnan(p) else f"{p:.2f}"
+        kept = "–" if math.isnan(p) else ("yes" if row in holm else "no")
+        lines.append(f"| `{row}` | {delta * 100:+.1f} | {p_text} | {kept} | {n} |")
     return [*lines, ""]
 
 
@@ -653,6 +681,13 @@ def reading(report: Mapping[str, Any]) -> str:
     spread_text = "" if math.isnan(spread) else f" (seed standard deviation {spread:.1f} points)"
     text = (f"Against `{REFERENCE}`{spread_text}, the differences range from "
             f"{compared[worst][0] * 100:+.1f} (`{worst}`) to {compared[best][0] * 100:+.1f} (`{best}`). ")
+    gains = {row: statistics.mean(v.values()) for row, v in report.get("delta_m", {}).items()
+             if row != SINGLE_TASK and v and not any(math.isnan(g) for g in v.values())}
+    if gains:
+        above = sorted(row for row, g in gains.items() if g > 0)
+        text += (f"Against the single-task models, Δm ranges from {min(gains.values()):+.1f} % to "
+                 f"{max(gains.values()):+.1f} %; " + (f"above 0 (better than training each task alone): "
+                 f"{', '.join(f'`{r}`' for r in above)}. " if above else "no multi-task row is above 0. "))
     if all(math.isnan(p) for _, p, _ in compared.values()):
         text += "With one seed there is no test of significance; run more seeds (--seeds 1,2,3)."
     elif not significant:
@@ -689,7 +724,7 @@ def plot_report(report: Mapping[str, Any], path: Path) -> None:
     for y, row in enumerate(rows):
         scores = [c["glue_score"] * 100 for c in report["rows"][row].values()]
         mean, std = _mean_std(scores)
-        left.errorbar(mean, y, xerr=0 if math.isnan(std) else std, fmt="o", color="C0" if row != "single-task" else "C1",
+        left.errorbar(mean, y, xerr=0 if math.isnan(std) else std, fmt="o", color="C0" if row != SINGLE_TASK else "C1",
                       capsize=3)
         left.scatter(scores, [y] * len(scores), s=8, color="grey", zorder=3)
     if REFERENCE in report["rows"]:
