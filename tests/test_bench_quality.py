@@ -150,12 +150,18 @@ def test_bench_quality_smoke_resumes_and_skips_finished_runs(tmp_path, glue_dir,
     assert not list(out.glob("runs/*/*/*.safetensors")) and not list(out.glob("runs/*/*/checkpoint-*"))
     first = {name: (out / "runs" / name / RESULT_FILE).stat().st_mtime_ns for name in runs}
 
+    # A report of what has finished, while more seeds are pending: nothing trains.
+    assert main([*common, "--seeds", "1,2", "--report_only"]) == 0
+    assert not list(out.glob("runs/*/seed2"))
+    assert "Not finished yet (4 runs; a row lists the seeds it has): equal seed 2, single:sst2 seed 2, " in \
+        (out / "results.md").read_text()
+
     # More seeds: only the new grid points run; the finished ones are read back.
     assert main([*common, "--seeds", "1,2"]) == 0
     assert {name: (out / "runs" / name / RESULT_FILE).stat().st_mtime_ns for name in runs} == first
     assert len(list(out.glob(f"runs/*/*/{RESULT_FILE}"))) == 8
     table = (out / "results.md").read_text()
-    assert "hf-mtl bench quality --output_dir" in table and "--seeds 1,2" in table
+    assert "hf-mtl bench quality --output_dir" in table and "--seeds 1,2" in table and "Not finished" not in table
     for row in ("| `equal` |", "| `power:gamma=-1` |", "| single-task |"):
         assert row in table
     assert (out / "results.png").stat().st_size > 0

@@ -2,7 +2,7 @@
 
     hf-mtl bench quality [CONFIG.yaml] --output_dir DIR [--tasks sst2,mrpc,stsb,wnli]
         [--weightings equal,geometric,power:gamma=-1,static:tuned,...|all] [--seeds 1,2,3] [--no_single_task]
-        [--keep_models] [any `hf-mtl train` flag: --max_steps 100 --learning_rate 1e-4 ...]
+        [--keep_models] [--report_only] [any `hf-mtl train` flag: --max_steps 100 --learning_rate 1e-4 ...]
 
 Every grid point is one ordinary `hf-mtl train --do_train --do_eval` run (same data, same model, same
 flags) with its own `--weighting` and `--seed`, written to `DIR/runs/<strategy>/seed<k>/`. The
@@ -13,8 +13,10 @@ their row combines, per seed, every task's own model into one GLUE score. A grid
 
 Resumable: a finished run leaves `bench_result.json` and is skipped next time; an interrupted one
 resumes from its last checkpoint (the flags decide the checkpoint schedule, e.g. `--save_steps 50`),
-and its wall time adds up over the attempts. A run that fails (e.g. diverges under `--nan_policy
-raise`) records its error and the sweep goes on; delete its folder to retry it.
+and its wall time adds up over the attempts. `--report_only` trains nothing and writes the results of the
+runs finished so far (while the sweep goes on in another process, say), listing the others. A run that
+fails (e.g. diverges under `--nan_policy raise`) records its error and the sweep goes on; delete its
+folder to retry it.
 
 The tuned weighted-sum baseline, `static:tuned` (`static:tuned:trials=8:holdout=10`, the defaults): a random
 search over `--task_weights`, each trial a full run scored on held-out training rows (`--validation_split_percentage`),
@@ -135,6 +137,7 @@ class QualityConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     single_task: bool = True
     keep_models: bool = False
+    report_only: bool = False
     train_args: list[str] = field(default_factory=list)
 
     def entries(self) -> list[str]:
@@ -223,6 +226,9 @@ def quality_parser() -> argparse.ArgumentParser:
     parser.add_argument("--single_task", type=_bool, nargs="?", const=True, help="also train each task alone (default true)")
     parser.add_argument("--no_single_task", dest="single_task", action="store_false", help="skip the single-task baselines")
     parser.add_argument("--keep_models", type=_bool, nargs="?", const=True, help="keep each run's weights and checkpoints")
+    parser.add_argument("--report_only", type=_bool, nargs="?", const=True,
+                        help="train nothing: write the results of the runs finished so far (e.g. while the sweep "
+                        "runs in another process); the others are listed as not finished")
     return parser
 
 
@@ -253,7 +259,7 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
         config.weightings = _list(values["weightings"])
     if "seeds" in values:
         config.seeds = _int_list(values["seeds"])
-    for key in ("single_task", "keep_models"):
+    for key in ("single_task", "keep_models", "report_only"):
         if key in values:
             setattr(config, key, bool(values[key]))
     if not config.seeds:
@@ -261,15 +267,19 @@ def parse_quality_args(argv: Sequence[str]) -> QualityConfig:
     return config
 
 
-def run_one(run: GridRun, config: QualityConfig, extra: Sequence[str] = (), folder: Path | None = None) -> dict[str, Any]:
+def run_one(run: GridRun, config: QualityConfig, extra: Sequence[str] = (), folder: Path | None = None
+            ) -> dict[str, Any] | None:
     """Train and evaluate one grid point (or resume it), record its result, free its disk. `extra`: flags after the
-    grid point's own (a tuned entry's weights, a search trial's held-out split); `folder`: instead of the grid's."""
+    grid point's own (a tuned entry's weights, a search trial's held-out split); `folder`: instead of the grid's.
+    None for a run not finished yet under `--report_only`."""
     from ..pipeline import train
 
     folder = folder or Path(config.output_dir) / "runs" / run.folder
     result_path = folder / RESULT_FILE
     if result_path.exists():
         return json.loads(result_path.read_text())
+    if config.report_only:
+        return None
     partial_path = folder / PARTIAL_FILE
     earlier = json.loads(partial_path.read_text())["wall_s"] if partial_path.exists() else 0.0
     argv = _RUN_DEFAULTS + config.train_args + run.train_flags() + list(extra) + ["--output_dir", str(folder)]
@@ -318,12 +328,18 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
         parse_train_args(_RUN_DEFAULTS + config.train_args + run.train_flags() + extra + ["--output_dir", config.output_dir])
     datasets.disable_progress_bars()
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    results = []
-    with tqdm(grid, desc="bench quality", unit="run", disable=not progress, file=sys.stderr) as bar:
+    results, pending = [], []
+    with tqdm(grid, desc="bench quality", unit="run", disable=not progress or config.report_only,
+              file=sys.stderr) as bar:
         for run in bar:
             bar.set_postfix_str(f"{run.entry} seed {run.seed}")
-            results.append(run_tuned(run, config, bar) if is_tuned(run.entry) else run_one(run, config))
+            result = run_tuned(run, config, bar) if is_tuned(run.entry) else run_one(run, config)
+            if result is None:
+                pending.append(f"{run.entry} seed {run.seed}")
+            else:
+                results.append(result)
     report = summarize(results, config, command="hf-mtl bench quality " + shlex.join(argv))
+    report["pending"] = pending
     out = Path(config.output_dir)
     (out / "results.json").write_text(json.dumps({"command": report["command"], "runs": results}, indent=2))
     (out / "results.md").write_text(markdown_report(report))
@@ -338,11 +354,11 @@ def _trial_flags(run: GridRun, weights: Mapping[str, float], search: TunedSearch
     return ["--task_weights", weights_flag(weights), "--validation_split_percentage", f"{search.holdout:g}"]
 
 
-def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any]:
+def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any] | None:
     """The random search of a `static:tuned` entry (`tuned`), run or resumed: every trial trains with the grid's
     first seed on the training rows minus the held-out ones and is scored on those. Returns the search record
     (trials with weights, held-out score, wall time; the chosen weights; the total wall time), also written to
-    `runs/<entry>/search.json`."""
+    `runs/<entry>/search.json`. None under `--report_only` until every trial has finished."""
     search, _ = split_entry(run.entry)
     first = GridRun(run.entry, config.seeds[0], run.tasks, run.task_entries)
     base = Path(config.output_dir) / "runs" / run.folder.rsplit("/", 1)[0] / "search"
@@ -352,6 +368,8 @@ def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str
         if bar is not None:
             bar.set_postfix_str(f"{run.entry} search trial {index + 1}/{search.trials}")
         result = run_one(first, config, _trial_flags(first, weights, search), folder=base / f"trial{index}")
+        if result is None:  # --report_only, the search not finished yet
+            return None
         score = None
         if not result.get("error"):
             from ..metrics import glue_score, task_score
@@ -368,17 +386,19 @@ def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str
     return record
 
 
-def run_tuned(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any]:
+def run_tuned(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any] | None:
     """A `static:tuned` grid point: the search (once for all seeds), then this seed's run with the chosen weights
-    on all training rows, evaluated on dev. Its result records the search."""
+    on all training rows, evaluated on dev. Its result records the search (None: not finished, `--report_only`)."""
     try:
         search = run_search(run, config, bar)
     except RuntimeError as error:
         return {**asdict(run), "error": str(error), "wall_s": 0.0, "metrics": {}}
+    if search is None:
+        return None
     if bar is not None:
         bar.set_postfix_str(f"{run.entry} seed {run.seed}")
     result = run_one(run, config, ["--task_weights", weights_flag(search["weights"])])
-    return {**result, TUNED: search}
+    return None if result is None else {**result, TUNED: search}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -433,7 +453,7 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
     from ..metrics import score_name
 
     report = {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
-              "score_label": "GLUE score" if score_name(specs) == "glue_score" else "macro score",
+              "score_label": "GLUE score" if score_name(specs) == "glue_score" else "Macro score",
               "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
     report["comparisons"] = {row: c for row in rows if (c := compare_to_reference(report, row))}
     report["delta_m"] = delta_m_by_seed(rows)
@@ -582,7 +602,10 @@ def markdown_report(report: Mapping[str, Any]) -> str:
             lines += _against_tuned(report, row, score)
     if report["failures"]:
         lines += ["", "Failed runs (not in the table):", ""] + [f"- {f}" for f in report["failures"]]
-    lines += ["", "![GLUE score per strategy and per-task differences to equal](results.png)", ""]
+    if report.get("pending"):
+        lines += ["", f"Not finished yet ({len(report['pending'])} runs; a row lists the seeds it has): "
+                  + ", ".join(report["pending"]) + "."]
+    lines += ["", f"![{score} per strategy and per-task differences to equal](results.png)", ""]
     if report.get("curves"):
         lines += _dev_loss_table(report)
     return "\n".join(lines)
@@ -732,7 +755,7 @@ def plot_report(report: Mapping[str, Any], path: Path) -> None:
                      color="C0", linestyle=":", linewidth=1)
     left.set_yticks(range(len(rows)), rows)
     left.invert_yaxis()
-    left.set_xlabel("GLUE score ×100 (mean ± std over seeds; dots: seeds)")
+    left.set_xlabel(f"{report.get('score_label', 'GLUE score')} ×100 (mean ± std over seeds; dots: seeds)")
     deltas = [[_delta(report, row, t) for t in tasks] for row in rows]
     finite = [abs(v) for r in deltas for v in r if not math.isnan(v)]
     limit = max(finite, default=1.0) or 1.0
