@@ -616,7 +616,7 @@ def _search_table(row: str, search: Mapping[str, Any], score: str) -> list[str]:
     trials = search["trials"]
     tasks = list(trials[0]["weights"])
     chosen = best_trial(trials)["trial"]
-    lines = [f"## `{row}`: the weight search", "",
+    lines = ["", f"## `{row}`: the weight search", "",
              (f"Random search (`hf_mtl/bench/tuned.py`): {len(trials)} trials, each a full run with seed {search['seed']} "
               f"on the training rows minus a held-out {search['holdout_percent']:g}% of them, scored by the {score} "
               "on those held-out rows (never on dev). Trial 0 is `equal`'s weights; the others draw log10 w uniformly "
