@@ -152,12 +152,17 @@ def _check_count(flag: str, value: Any, minimum: int, meaning: str, unset: str |
 # ---- config files -----------------------------------------------------------------------------------
 
 
+def _is_entry_list(value: Any) -> bool:
+    """A list holding mappings (a task list with entries): one JSON flag value, not one token per item."""
+    return isinstance(value, list) and any(isinstance(item, dict) for item in value)
+
+
 def config_to_argv(path: str) -> list[str]:
     """A YAML/JSON config file as command-line flags, so that later flags override it (read by `read_config`;
     no check against any parser: `hf-mtl bench quality` uses it for its own keys too)."""
     argv: list[str] = []
     for key, value in read_config(path).values.items():
-        if isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        if _is_entry_list(value):
             argv += [f"--{key}", json.dumps(value)]  # a task list with entries: parsed by hf_mtl.task_file
         elif isinstance(value, list):
             argv += [f"--{key}", *map(str, value)]
@@ -235,7 +240,7 @@ def _config_argv(config: ConfigFile, parser: argparse.ArgumentParser) -> list[st
                                  f"(or set {action.dest} instead).")
             argv += [f"--{key}"] if value else []
             continue
-        if key == "tasks" and isinstance(value, list) and any(isinstance(item, dict) for item in value):
+        if key == "tasks" and _is_entry_list(value):
             argv += [f"--{key}", json.dumps(value)]  # a task list with entries: parsed by hf_mtl.task_file
             continue
         if isinstance(value, list):

@@ -105,7 +105,7 @@ def task_flag(entries: Sequence[str]) -> str:
     """The `--tasks` value of a run: comma-separated names, or a JSON list when a task is a task-file entry."""
     if not any(e.startswith("{") for e in entries):
         return ",".join(entries)
-    return "[" + ", ".join(e if e.startswith("{") else json.dumps(e) for e in entries) + "]"
+    return json.dumps([json.loads(e) if e.startswith("{") else e for e in entries])
 
 
 def parse_entry(entry: str) -> tuple[str, dict[str, str]]:
@@ -329,11 +329,12 @@ def run_quality(config: QualityConfig, argv: Sequence[str] = (), progress: bool 
     datasets.disable_progress_bars()
     Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     results, pending = [], []
+    searches: dict[str, dict[str, Any] | None] = {}  # one search per tuned entry, shared by its seeds
     with tqdm(grid, desc="bench quality", unit="run", disable=not progress or config.report_only,
               file=sys.stderr) as bar:
         for run in bar:
             bar.set_postfix_str(f"{run.entry} seed {run.seed}")
-            result = run_tuned(run, config, bar) if is_tuned(run.entry) else run_one(run, config)
+            result = run_tuned(run, config, searches, bar) if is_tuned(run.entry) else run_one(run, config)
             if result is None:
                 pending.append(f"{run.entry} seed {run.seed}")
             else:
@@ -370,13 +371,7 @@ def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str
         result = run_one(first, config, _trial_flags(first, weights, search), folder=base / f"trial{index}")
         if result is None:  # --report_only, the search not finished yet
             return None
-        score = None
-        if not result.get("error"):
-            from ..metrics import glue_score, task_score
-
-            metrics = _task_metrics(result["metrics"], specs)
-            if all(t in metrics for t in run.tasks):
-                score = glue_score({t: task_score(metrics[t]) for t in run.tasks})
+        score = None if result.get("error") else macro_score(_task_metrics(result["metrics"], specs), run.tasks)
         trials.append({"trial": index, "weights": weights, "score": score, "wall_s": result["wall_s"],
                        "error": result.get("error")})
     record = {"trials": trials, "holdout_percent": search.holdout, "seed": first.seed,
@@ -386,11 +381,14 @@ def run_search(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str
     return record
 
 
-def run_tuned(run: GridRun, config: QualityConfig, bar: Any = None) -> dict[str, Any] | None:
-    """A `static:tuned` grid point: the search (once for all seeds), then this seed's run with the chosen weights
-    on all training rows, evaluated on dev. Its result records the search (None: not finished, `--report_only`)."""
+def run_tuned(run: GridRun, config: QualityConfig, searches: dict[str, Any], bar: Any = None) -> dict[str, Any] | None:
+    """A `static:tuned` grid point: the search (run once per entry and kept in `searches` for its other seeds), then
+    this seed's run with the chosen weights on all training rows, evaluated on dev. Its result records the search
+    (None: not finished, `--report_only`)."""
     try:
-        search = run_search(run, config, bar)
+        if run.entry not in searches:
+            searches[run.entry] = run_search(run, config, bar)
+        search = searches[run.entry]
     except RuntimeError as error:
         return {**asdict(run), "error": str(error), "wall_s": 0.0, "metrics": {}}
     if search is None:
@@ -423,7 +421,7 @@ def _task_metrics(metrics: Mapping[str, float], specs: Sequence[Any]) -> dict[st
 def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, command: str) -> dict[str, Any]:
     """Per strategy: per-seed task metrics, task scores and GLUE score; the single-task runs of one
     seed are combined into one `single-task` row."""
-    from ..metrics import glue_score, task_score
+    from ..metrics import glue_score, score_name, task_score
 
     tasks, specs = list(config.tasks), config.specs()
     per_seed: dict[str, dict[int, dict[str, Any]]] = {}
@@ -450,8 +448,6 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
             cell["task_scores"] = {t: task_score(cell["metrics"][t]) for t in tasks}
             cell["glue_score"] = glue_score(cell["task_scores"])
         rows[row] = complete
-    from ..metrics import score_name
-
     report = {"command": command, "tasks": tasks, "seeds": list(config.seeds), "rows": rows, "failures": failures,
               "score_label": "GLUE score" if score_name(specs) == "glue_score" else "Macro score",
               "metric_names": {t: sorted({m for r in rows.values() for c in r.values() for m in c["metrics"][t]}) for t in tasks}}
@@ -460,6 +456,16 @@ def summarize(results: Sequence[Mapping[str, Any]], config: QualityConfig, comma
     report["searches"] = searches
     report["curves"] = dev_loss_curves(results, config)
     return report
+
+
+def macro_score(metrics: Mapping[str, Mapping[str, float]], tasks: Sequence[str]) -> float | None:
+    """The GLUE (macro) score of one search trial's {task: {metric: value}}, as `summarize` scores a row: the mean
+    over `tasks` of each task's mean metric; None when a task has no metric."""
+    from ..metrics import glue_score, task_score
+
+    if not all(metrics.get(t) for t in tasks):
+        return None
+    return glue_score({t: task_score(metrics[t]) for t in tasks})
 
 
 def delta_m(metrics: Mapping[str, Mapping[str, float]], baseline: Mapping[str, Mapping[str, float]]) -> float:

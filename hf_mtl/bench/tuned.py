@@ -6,7 +6,7 @@ weighted sum of the task losses, F = Σ_i w_i L_i with *tuned* weights, matches 
 that baseline, with its cost counted:
 
 - **Search**: random search over the weights. Trial 0 is `equal`'s weights (1/K each); each further trial draws
-  log10 w_i uniformly in [−1, 1] (weights 10× apart either way) and rescales them to sum to 1, as `equal`'s do
+  log10 w_i uniformly in [−1, 1] (each weight between 1/10 and 10) and rescales them to sum to 1, as `equal`'s do
   (the step size stays comparable; only the ratios are searched). The draws come from a fixed generator
   (`SEARCH_SEED`), so every sweep tries the same weights.
 - **Scored on training data, never on dev**: each trial is an ordinary run with the grid's flags and
